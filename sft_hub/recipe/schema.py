@@ -76,6 +76,11 @@ class TrainingExtras(Strict):
     """sft-hub's own training keys. Every other ``training:`` key goes to TrainingArguments."""
 
     # (Strategy-, distribution- and early-stopping keys are added here by their features.)
+    layer_decay: Optional[float] = Field(
+        None, gt=0, le=1, description="layer-wise learning-rate decay: layer k of N trains at "
+        "learning_rate * layer_decay ** (N + 1 - k), embeddings at layer_decay ** (N + 1)")
+    head_learning_rate: Optional[float] = Field(
+        None, gt=0, description="learning rate of the task head (default: learning_rate)")
 
 
 class OutputSpec(Strict):

@@ -1,0 +1,352 @@
+"""The model card (README.md) pushed with a run: Hub metadata, then a summary a reader can act on.
+
+Built from the run directory alone (``recipe.yaml``, ``metrics.json``, ``run_info.json``), so the
+card of ``sft-hub push`` weeks later is the card the training run would have pushed. The YAML
+metadata is produced with huggingface_hub's own ``ModelCardData``/``EvalResult`` so that it follows
+the Hub's conventions (``model-index`` renders as evaluation results on the model page).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+# Trainer bookkeeping that is not a quality measure.
+NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "total_flos")
+PER_CLASS_FIELDS = ("precision", "recall", "f1", "support")
+# metrics.json key -> (model-index metric type, display name, metric config)
+KNOWN_METRICS = {
+    "accuracy": ("accuracy", "Accuracy", None),
+    "f1_macro": ("f1", "F1 (macro)", "macro"),
+    "precision_macro": ("precision", "Precision (macro)", "macro"),
+    "recall_macro": ("recall", "Recall (macro)", "macro"),
+    "top5_accuracy": ("top_5_accuracy", "Top-5 accuracy", None),
+    "entity_f1": ("f1", "Entity F1 (seqeval, micro)", "micro"),
+    "entity_precision": ("precision", "Entity precision (seqeval, micro)", "micro"),
+    "entity_recall": ("recall", "Entity recall (seqeval, micro)", "micro"),
+    "token_accuracy": ("accuracy", "Token accuracy", None),
+    "loss": ("loss", "Loss", None),
+}
+PEFT_AUTO_CLASSES = {"AutoModelForSequenceClassification": "AutoPeftModelForSequenceClassification",
+                     "AutoModelForTokenClassification": "AutoPeftModelForTokenClassification"}
+PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
+
+
+@dataclass
+class RunRecord:
+    """What a finished run directory says about itself."""
+
+    recipe: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    info: dict[str, Any]
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunRecord":
+        from .recipe.yaml_io import parse_yaml
+
+        def read_json(name: str) -> dict:
+            try:
+                return json.loads((run_dir / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return {}
+
+        try:
+            recipe = parse_yaml((run_dir / "recipe.yaml").read_text(encoding="utf-8"),
+                                source=str(run_dir / "recipe.yaml")) or {}
+        except OSError:
+            recipe = {}
+        return cls(recipe, read_json("metrics.json"), read_json("run_info.json"))
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.recipe.get(name)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def task(self) -> str:
+        return self.info.get("task") or self.recipe.get("task") or "?"
+
+    @property
+    def base_model(self) -> str:
+        return self.info.get("base_model") or self.section("model").get("name") or "?"
+
+    @property
+    def strategy(self) -> dict[str, Any]:
+        return self.section("strategy") or {"name": self.info.get("strategy", "full")}
+
+    @property
+    def backend(self) -> str:
+        return self.section("model").get("backend", "transformers")
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(label) for label in self.info.get("labels") or self.section("data").get("labels") or []]
+
+    def task_class(self):
+        from .tasks import get_task_class
+
+        try:
+            return get_task_class(self.task)
+        except Exception:  # an unknown task still gets a card, without task-specific parts
+            return None
+
+
+# -- metric helpers -------------------------------------------------------------------------------
+
+def _per_class_names(metrics: dict[str, Any], labels: list[str]) -> list[str]:
+    """Classes with their own figures: ``f1_<label>`` (classification) or ``<type>_support`` (NER)."""
+    names = [label for label in labels if f"f1_{label}" in metrics]
+    names += sorted(k[: -len("_support")] for k in metrics if k.endswith("_support"))
+    return names
+
+
+def _per_class_keys(metrics: dict[str, Any], names: list[str]) -> set[str]:
+    keys = {f"f1_{n}" for n in names}
+    keys |= {f"{n}_{f}" for n in names for f in PER_CLASS_FIELDS}
+    return keys & set(metrics)
+
+
+def overall_metrics(metrics: dict[str, Any], labels: list[str]) -> dict[str, float]:
+    """The headline figures of one split: no per-class keys, no Trainer bookkeeping."""
+    per_class = _per_class_keys(metrics, _per_class_names(metrics, labels))
+    return {k: v for k, v in metrics.items()
+            if k not in per_class and not k.startswith(NOT_METRICS) and isinstance(v, (int, float))
+            and not isinstance(v, bool)}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) if c is not None else "–" for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _duration(seconds: Any) -> str:
+    try:
+        seconds = int(round(float(seconds)))
+    except (TypeError, ValueError):
+        return "?"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return " ".join(p for p in (f"{hours} h" if hours else "", f"{minutes} min" if minutes else "",
+                                f"{secs} s") if p)
+
+
+# -- metadata -------------------------------------------------------------------------------------
+
+def _dataset_identity(data: dict[str, Any]) -> tuple[str, str]:
+    """(model-index dataset type, pretty name): the Hub dataset id, or the local files' folder."""
+    if data.get("dataset"):
+        return data["dataset"], data["dataset"] + (f" ({data['config']})" if data.get("config") else "")
+    files = (data.get("files") or {}).get("train")
+    first = files[0] if isinstance(files, list) and files else files
+    name = Path(str(first)).resolve().parent.name if first else "local data"
+    return data.get("format") or "local", name
+
+
+def layout(files: Iterable[str]) -> str:
+    """What the pushed files hold: ``adapter`` (at the root), ``both`` (model + ``adapter/``) or ``model``."""
+    files = set(files)
+    if "adapter_config.json" in files:
+        return "adapter"
+    return "both" if "adapter/adapter_config.json" in files else "model"
+
+
+def library_name(run: RunRecord, kind: str) -> str:
+    if kind == "adapter":
+        return "peft"
+    return "timm" if run.backend == "timm" else "transformers"
+
+
+def card_data(run: RunRecord, *, repo_id: str, kind: str):
+    """huggingface_hub ``ModelCardData`` for the card's YAML header."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    task_cls = run.task_class()
+    pipeline_tag = getattr(task_cls, "pipeline_task", None) or run.task
+    data = run.section("data")
+    dataset_type, dataset_name = _dataset_identity(data)
+    primary = getattr(task_cls, "default_metric", None)
+    results = []
+    for split in ("validation", "test"):
+        figures = overall_metrics(run.metrics.get(split) or {}, run.labels)
+        for key in sorted(figures, key=lambda k: (k != primary, k == "loss", k)):
+            metric_type, metric_name, config = KNOWN_METRICS.get(key, (key, key, None))
+            results.append(EvalResult(
+                task_type=pipeline_tag, dataset_type=dataset_type, dataset_name=dataset_name,
+                dataset_config=data.get("config"), dataset_split=split, metric_type=metric_type,
+                metric_name=f"{metric_name} ({split})", metric_config=config,
+                metric_value=round(float(figures[key]), 6)))
+    hub = run.section("hub")
+    strategy = run.strategy.get("name", "full")
+    tags = list(dict.fromkeys(["sft-hub", run.task, strategy, *(["peft"] if library_name(run, kind) == "peft" else []),
+                               *(["timm"] if run.backend == "timm" else []), *(hub.get("tags") or [])]))
+    base_model = run.base_model if "/" in run.base_model and run.section("model").get("pretrained", True) else None
+    return ModelCardData(
+        base_model=base_model, datasets=[data["dataset"]] if data.get("dataset") else None,
+        library_name=library_name(run, kind), license=hub.get("license"), pipeline_tag=pipeline_tag,
+        tags=tags, model_name=repo_id.split("/")[-1], eval_results=results or None)
+
+
+# -- body -----------------------------------------------------------------------------------------
+
+def _strategy_text(run: RunRecord) -> str:
+    spec = run.strategy
+    options = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name" and v not in (None, [], {}))
+    text = f"`{spec.get('name', 'full')}`" + (f" ({options})" if options else "")
+    params = run.info.get("parameters") or {}
+    if params.get("total"):
+        text += (f"; {params.get('trainable', 0):,} of {params['total']:,} parameters trained "
+                 f"({params.get('trainable_percent', 100 * params.get('trainable', 0) / params['total']):.2f}%)")
+    return text
+
+
+def _weights_text(run: RunRecord, kind: str) -> str:
+    if kind == "adapter":
+        return "a PEFT adapter with its task head (the base model is downloaded when loading)"
+    if kind == "both":
+        return "the merged model at the root, the PEFT adapter in `adapter/`"
+    if run.strategy.get("name", "full") in ("full", "freeze"):
+        return "the full fine-tuned model"
+    return "the full model, with the adapter merged into the base weights"
+
+
+
+def _data_text(run: RunRecord) -> str:
+    data = run.section("data")
+    if data.get("dataset"):
+        source = f"[{data['dataset']}](https://huggingface.co/datasets/{data['dataset']})"
+        if data.get("config"):
+            source += f", configuration `{data['config']}`"
+        splits = data.get("splits") or {}
+        source += ", splits " + ", ".join(f"{k}=`{v}`" for k, v in splits.items() if v)
+    else:
+        files = data.get("files") or {}
+        source = "local files: " + ", ".join(
+            f"{split} `{', '.join(map(str, v)) if isinstance(v, list) else v}`" for split, v in files.items())
+    limits = [f"{k}={data[k]}" for k in ("max_train_samples", "max_eval_samples") if data.get(k)]
+    return source + (f" ({', '.join(limits)})" if limits else "")
+
+
+def _usage(run: RunRecord, repo_id: str, kind: str, revision: Optional[str]) -> str:
+    task_cls = run.task_class()
+    pipeline_tag = getattr(task_cls, "pipeline_task", None) or run.task
+    rev = f', revision="{revision}"' if revision and revision != "main" else ""
+    blocks = []
+    if run.backend == "timm" and kind != "adapter":
+        blocks.append(f'import timm\n\nmodel = timm.create_model("hf-hub:{repo_id}{"@" + revision if rev else ""}", '
+                      'pretrained=True)')
+    if kind == "adapter":
+        blocks.append(_peft_usage(task_cls, repo_id, rev, ""))
+    else:
+        blocks.append(f'from transformers import pipeline\n\nclassifier = pipeline("{pipeline_tag}", '
+                      f'model="{repo_id}"{rev})')
+    if kind == "both":
+        blocks.append(_peft_usage(task_cls, repo_id, rev, ', subfolder="adapter"'))
+    return "\n\n".join(f"```python\n{b}\n```" for b in blocks)
+
+
+def _peft_usage(task_cls, repo_id: str, rev: str, subfolder: str) -> str:
+    auto = getattr(task_cls, "auto_model_class", None)
+    peft_auto = PEFT_AUTO_CLASSES.get(auto)
+    if peft_auto and not subfolder:
+        return f'from peft import {peft_auto}\n\nmodel = {peft_auto}.from_pretrained("{repo_id}"{rev})'
+    return (f"from peft import PeftConfig, PeftModel\nfrom transformers import {auto or 'AutoModel'}\n\n"
+            f'config = PeftConfig.from_pretrained("{repo_id}"{rev}{subfolder})\n'
+            f"base = {auto or 'AutoModel'}.from_pretrained(config.base_model_name_or_path)\n"
+            f'model = PeftModel.from_pretrained(base, "{repo_id}"{rev}{subfolder})')
+
+
+def _metrics_section(run: RunRecord) -> str:
+    splits = [s for s in ("validation", "test") if run.metrics.get(s)]
+    if not splits:
+        return "No evaluation metrics were recorded."
+    overall = {s: overall_metrics(run.metrics[s], run.labels) for s in splits}
+    keys = list(dict.fromkeys(k for s in splits for k in overall[s]))
+    parts = [_table(["metric", *splits], [[KNOWN_METRICS.get(k, (k, k))[1], *(overall[s].get(k) for s in splits)]
+                                         for k in keys])]
+    for split in splits:
+        names = _per_class_names(run.metrics[split], run.labels)
+        if not names:
+            continue
+        figures = run.metrics[split]
+        fields = [f for f in PER_CLASS_FIELDS if any(f"{n}_{f}" in figures for n in names)] or ["f1"]
+        rows = [[n, *(figures.get(f"{n}_{f}", figures.get(f"f1_{n}") if f == "f1" else None) for f in fields)]
+                for n in names]
+        parts.append(f"Per class ({split}):\n\n" + _table(["class", *fields], rows))
+    return "\n\n".join(parts)
+
+
+def _hyperparameters(run: RunRecord) -> str:
+    values = dict(run.info.get("training_arguments") or {})
+    values.update(run.section("training"))
+    if not values:
+        return "The Trainer defaults of sft-hub (see `recipe.yaml`)."
+    return _table(["setting", "value"], [[f"`{k}`", f"`{v}`"] for k, v in sorted(values.items())])
+
+
+def _environment(run: RunRecord) -> str:
+    info = run.info
+    topology = info.get("topology") or {}
+    lines = [f"- training time: {_duration(info.get('train_seconds'))}",
+             f"- hardware: {info.get('hardware', '?')}"]
+    if topology:
+        lines.append(f"- processes: {topology.get('num_processes', 1)}, mixed precision: "
+                     f"{topology.get('mixed_precision', 'no')}")
+    versions = info.get("versions") or {}
+    if versions:
+        lines.append("- library versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return "\n".join(lines)
+
+
+def _reproduce(run: RunRecord, repo_id: str, revision: Optional[str]) -> str:
+    at = f"@{revision}" if revision and revision != "main" else ""
+    text = ("The exact recipe of this run is `recipe.yaml` in this repository. To train it again:\n\n"
+            f"```bash\npip install sft-hub\nsft-hub train --from hf://{repo_id}{at}\n"
+            f"# the same: sft-hub train hf://{repo_id}/recipe.yaml{at}\n```\n\n"
+            f"The recipe pushes to `{repo_id}` again when your token can write there; add "
+            "`hub.repo_id=<you>/<name>` to publish elsewhere, or `hub.push=null` to keep the run local.")
+    if not run.section("data").get("dataset"):
+        text += (" The data are local files: relative paths are read from the directory you run in "
+                 "(override them with e.g. `data.files.train=path/to/train.csv`).")
+    return text
+
+
+def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str], revision: Optional[str] = None) -> str:
+    """README.md text for ``run_dir`` pushed to ``repo_id``; ``files`` are the paths pushed with it."""
+    files = list(files)
+    run = RunRecord.load(Path(run_dir))
+    kind = layout(files)
+    metadata = card_data(run, repo_id=repo_id, kind=kind)
+    name = repo_id.split("/")[-1]
+    base = run.base_model
+    base_link = f"[{base}](https://huggingface.co/{base})" if "/" in base else f"`{base}`"
+    if not run.section("model").get("pretrained", True):
+        base_link += " (architecture only: trained from random weights)"
+    labels = run.labels
+    rows = [["Task", f"`{run.task}`"], ["Base model", base_link], ["Strategy", _strategy_text(run)],
+            ["Weights in this repository", _weights_text(run, kind)], ["Training data", _data_text(run)],
+            ["Labels", f"{len(labels)}: " + ", ".join(f"`{label}`" for label in labels) if labels else "?"]]
+    sections = [
+        f"# {name}",
+        f"{base_link} fine-tuned for **{run.task}** with [sft-hub](https://pypi.org/project/sft-hub/) "
+        "from a declarative recipe (`recipe.yaml` in this repository).",
+        _table(["", ""], rows),
+        "## Usage", _usage(run, repo_id, kind, revision),
+        "## Evaluation", _metrics_section(run),
+        "## Training hyperparameters", _hyperparameters(run),
+        "## Training environment", _environment(run),
+        "## Reproduce", _reproduce(run, repo_id, revision),
+    ]
+    notes = run.info.get("notes") or []
+    if notes:
+        sections += ["## Notes", "\n".join(f"- {n}" for n in notes)]
+    plots = [f for f in files if f.lower().endswith(PLOT_SUFFIXES)]
+    if plots:
+        sections += ["## Plots", "\n\n".join(f"![{Path(p).stem}]({p})" for p in plots)]
+    return f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"

@@ -1,0 +1,253 @@
+"""Images as data: opening any image as RGB, image-folder layouts, image paths in tables, bad images.
+
+Every image a model sees goes through :func:`open_image`, so grayscale, RGBA, palette, CMYK and
+16-bit files, EXIF-rotated phone photos and corrupt files behave the same whether they come from an
+image folder, a CSV/JSON table of paths or a Hub dataset. Datasets keep images *undecoded*
+(``datasets.Image(decode=False)``: ``{"path", "bytes"}``) and decode them lazily in the transform.
+
+Nothing here imports torch; Pillow and numpy are imported where needed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm",
+})
+#: Split folder names recognised under an image-folder root (``val`` and ``valid`` mean validation).
+SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val", "valid"), "test": ("test",)}
+SKIP_HINT = "replace or delete the file, or set data.skip_bad_images: true to skip unreadable images"
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+
+
+# -- one image --------------------------------------------------------------------------------
+def image_name(value: Any, default: str = "<in-memory image>") -> str:
+    """A human name for an image value (its path when known), for error messages."""
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    return getattr(value, "filename", None) or default
+
+
+def open_image(value: Any, *, name: str | None = None):
+    """Open an image (path, bytes, ``{"path", "bytes"}`` dict or PIL image) as an RGB PIL image.
+
+    EXIF orientation is applied first. Raises :class:`DataError` naming the file when it cannot be
+    read or decoded (missing, truncated, not an image).
+    """
+    from PIL import Image
+
+    name = name or image_name(value)
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, (str, os.PathLike)):
+            image = Image.open(value)
+        elif isinstance(value, (bytes, bytearray)):
+            image = Image.open(_bytes_io(value))
+        elif isinstance(value, dict) and value.get("bytes") is not None:
+            image = Image.open(_bytes_io(value["bytes"]))
+        elif isinstance(value, dict) and value.get("path"):
+            image = _open_path_or_remote(value)
+        else:
+            raise ValueError(f"no image data in {type(value).__name__} value")
+        image.load()  # decode now: truncated files fail here, not inside a dataloader worker
+        return to_rgb(image)
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises many exception types for bad files
+        raise DataError(f"cannot read image: {exc}", file=name, hint=SKIP_HINT) from exc
+
+
+def _bytes_io(data: bytes):
+    from io import BytesIO
+
+    return BytesIO(data)
+
+
+def _open_path_or_remote(value: dict):
+    from PIL import Image
+
+    path = value["path"]
+    if os.path.exists(path) or "://" not in path:
+        return Image.open(path)
+    import datasets  # remote (hf://, https://) path: let datasets fetch it with its auth handling
+
+    return datasets.Image().decode_example(value)
+
+
+def to_rgb(image):
+    """Convert any PIL image to 8-bit RGB with EXIF orientation applied.
+
+    - grayscale, bilevel, CMYK, YCbCr, LAB, HSV: ``convert("RGB")``;
+    - 16-bit and 32-bit integer images are scaled down to 8 bits (``/257``) instead of clipped;
+      float images are taken as 0..1 when their maximum is at most 1, else as 0..255;
+    - transparency (RGBA, LA, palette with a transparent colour) is composited onto white, so
+      transparent areas do not turn into whatever colour their hidden RGB happens to hold.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # malformed EXIF block: keep the pixels as stored
+        pass
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_DEPTH_MODES:
+        image = _high_depth_to_l(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _high_depth_to_l(image):
+    """16/32-bit integer or float single-channel image -> 8-bit grayscale ("L")."""
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        scale = 255.0 if array.size and np.nanmax(array) <= 1.0 else 1.0
+    elif image.mode.startswith("I;16") or (array.size and array.max() > 255):
+        scale = 1 / 257  # 65535 -> 255
+    else:
+        scale = 1.0  # 32-bit container holding 8-bit values
+    array = np.clip(np.nan_to_num(array * scale), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(array)  # 2-D uint8 -> mode "L"
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+# -- image folders ----------------------------------------------------------------------------
+def split_folders(root: Path) -> dict[str, Path]:
+    """``{"train": root/train, "validation": root/val, ...}`` when ``root`` holds split folders."""
+    found = {}
+    for split, names in SPLIT_FOLDERS.items():
+        for folder in names:
+            if (Path(root) / folder).is_dir():
+                found[split] = Path(root) / folder
+                break
+    return found if "train" in found else {}
+
+
+def _label_dirs(folder: Path) -> list[Path]:
+    return [p for p in sorted(Path(folder).iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
+def scan_label_folders(folder: Path, split: str = "train") -> tuple[list[str], list[str]]:
+    """``(image paths, label names)`` for ``folder/<label>/**/<image>``, sorted for determinism.
+
+    Non-image files (README, .DS_Store, ...) are ignored. A folder of split folders (``train/``,
+    ``test/``) or one without images is a :class:`DataError` saying how to point at it.
+    """
+    folder = Path(folder)
+    field_name = f"data.files.{split}"
+    if not folder.is_dir():
+        raise DataError("image folder not found", file=str(folder), field=field_name,
+                        hint="point data.files at a folder laid out as <label>/<image files>")
+    splits = split_folders(folder)
+    if splits:
+        per_split = ", ".join(f"{s}: {p}" for s, p in splits.items())
+        raise DataError(f"this folder holds split folders ({', '.join(p.name for p in splits.values())})"
+                        ", not label folders", file=str(folder), field=field_name,
+                        hint=f"give one folder per split in data.files ({per_split})")
+    paths: list[str] = []
+    labels: list[str] = []
+    for label_dir in _label_dirs(folder):
+        for file in sorted(label_dir.rglob("*")):
+            if is_image_file(file):
+                paths.append(str(file.resolve()))
+                labels.append(label_dir.name)
+    if not paths:
+        raise DataError("no images found in <label>/ subfolders", file=str(folder), field=field_name,
+                        hint="lay the folder out as <label>/<image files> (e.g. train/cat/001.jpg); "
+                        f"recognised extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    return paths, labels
+
+
+def read_image_folder(files: list[str], spec: Any):
+    """The ``imagefolder`` reader of :data:`sft_hub.data.sources.READERS`: one split's folders as
+    a dataset of image paths (``spec.image_column``) and folder-name labels (``spec.label_column``)."""
+    from datasets import Dataset
+
+    paths: list[str] = []
+    labels: list[str] = []
+    for folder in files:
+        found, names = scan_label_folders(Path(folder))
+        paths += found
+        labels += names
+    return Dataset.from_dict({getattr(spec, "image_column", "image"): paths,
+                              getattr(spec, "label_column", "label"): labels})
+
+
+# -- image paths in tables --------------------------------------------------------------------
+def resolve_image_path(value: Any, base_dir: Path) -> Any:
+    """An image path from a CSV/JSON cell, made absolute relative to the table's own folder.
+
+    Absolute paths and URLs are kept; non-string values (already-encoded images) pass through.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    if "://" in value or os.path.isabs(value):
+        return value
+    return str((Path(base_dir) / value).resolve())
+
+
+# -- checking every image once ----------------------------------------------------------------
+@dataclass
+class BadImages:
+    """Images that could not be read, per split; reported in the run's notes and run_info."""
+
+    by_split: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.by_split.values())
+
+    def add(self, split: str, name: str, reason: str) -> None:
+        self.by_split.setdefault(split, []).append((name, reason))
+
+    def summary(self, limit: int = 5) -> str:
+        parts = []
+        for split, items in self.by_split.items():
+            names = ", ".join(Path(n).name for n, _ in items[:limit])
+            more = f" and {len(items) - limit} more" if len(items) > limit else ""
+            parts.append(f"{split}: {len(items)} ({names}{more})")
+        return f"skipped {self.count} unreadable image(s): " + "; ".join(parts)
+
+    def as_dict(self) -> dict[str, list[dict[str, str]]]:
+        return {s: [{"file": n, "error": r} for n, r in items] for s, items in self.by_split.items()}
+
+
+def find_bad_images(values: Iterable[Any], *, split: str, skip: bool,
+                    bad: BadImages | None = None) -> list[int]:
+    """Decode every image once; return the indices of unreadable ones.
+
+    With ``skip=False`` the first unreadable image raises a :class:`DataError` naming the file (so a
+    corrupt file fails the run before training, not hours into it); with ``skip=True`` each one is
+    recorded in ``bad``.
+    """
+    indices = []
+    for i, value in enumerate(values):
+        try:
+            open_image(value, name=image_name(value, default=f"{split} row {i}"))
+        except DataError as exc:
+            if not skip:
+                raise
+            indices.append(i)
+            if bad is not None:
+                bad.add(split, exc.file or f"{split} row {i}", exc.message)
+    return indices

@@ -1,0 +1,163 @@
+"""Image transforms: evaluation exactly as the saved model predicts, training augmentation presets.
+
+Evaluation uses the model's own image processor (``AutoImageProcessor`` for transformers models,
+the timm data config through ``TimmWrapperImageProcessor`` for timm models): the processor saved
+in the run directory is what ``pipeline("image-classification", model=run_dir)`` uses, so the
+validation and test metrics are measured with the preprocessing that prediction will use.
+
+Training augmentation presets are built with timm's transform factory from the same data config
+(input size, mean/std, interpolation):
+
+- ``none``: the evaluation transform;
+- ``light``: random resized crop (50-100% of the area) + horizontal flip;
+- ``strong``: random resized crop (8-100%) + horizontal flip + RandAugment (``rand-m9-mstd0.5-inc1``)
+  + random erasing (p=0.25).
+
+Transforms run lazily (``Dataset.set_transform``): images are decoded and augmented per batch, in
+the dataloader workers (``training.dataloader_num_workers``), never stored.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .images import image_name, open_image
+
+PRESETS = ("none", "light", "strong")
+_PIL_INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _size_field(size: Any, key: str):
+    if size is None:
+        return None
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def is_timm_processor(processor: Any) -> bool:
+    return hasattr(processor, "data_config") and hasattr(processor, "val_transforms")
+
+
+def data_config(processor: Any) -> dict[str, Any]:
+    """timm-style data config (``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``,
+    ``crop_mode``) of a timm or transformers image processor."""
+    if is_timm_processor(processor):
+        return dict(processor.data_config)
+    size = getattr(processor, "size", None)
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    height, width = _size_field(size, "height"), _size_field(size, "width")
+    shortest = _size_field(size, "shortest_edge")
+    crop_h, crop_w = _size_field(crop, "height"), _size_field(crop, "width")
+    if height and width:  # resized to exactly (height, width), aspect ratio not kept
+        out_h, out_w = (crop_h, crop_w) if crop_h else (height, width)
+        crop_pct, crop_mode = (crop_h / height if crop_h else 1.0), "squash"
+    elif shortest:
+        if crop_h:
+            out_h, out_w, crop_pct = crop_h, crop_w, crop_h / shortest
+        else:  # e.g. ConvNeXt: shortest edge / crop_pct, then a center crop of `shortest`
+            out_h = out_w = shortest
+            crop_pct = getattr(processor, "crop_pct", None) or 1.0
+        crop_mode = "center"
+    else:
+        out_h = out_w = 224
+        crop_pct, crop_mode = 1.0, "squash"
+    resample = getattr(processor, "resample", 2)
+    return {
+        "input_size": (3, int(out_h), int(out_w)),
+        "mean": tuple(getattr(processor, "image_mean", None) or _IMAGENET_MEAN),
+        "std": tuple(getattr(processor, "image_std", None) or _IMAGENET_STD),
+        "interpolation": _PIL_INTERPOLATION.get(int(resample), "bilinear") if resample is not None
+        else "bilinear",
+        "crop_pct": float(crop_pct),
+        "crop_mode": crop_mode,
+    }
+
+
+def set_input_size(processor: Any, image_size: int) -> None:
+    """Make a transformers image processor produce ``image_size`` x ``image_size`` inputs.
+
+    Resize and center crop keep their ratio (e.g. resize 256 / crop 224 becomes ~1.14 x size / size).
+    The processor is saved with the run, so prediction uses the same size.
+    """
+    size = getattr(processor, "size", None)
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    height, shortest = _size_field(size, "height"), _size_field(size, "shortest_edge")
+    crop_h = _size_field(crop, "height")
+    scale = image_size / crop_h if crop_h else None
+    if crop_h:
+        processor.crop_size = {"height": image_size, "width": image_size}
+    if height:
+        width = _size_field(size, "width") or height
+        processor.size = ({"height": round(height * scale), "width": round(width * scale)} if scale
+                          else {"height": image_size, "width": image_size})
+    elif shortest:
+        processor.size = {"shortest_edge": round(shortest * scale) if scale else image_size}
+    else:
+        processor.size = {"height": image_size, "width": image_size}
+
+
+class ProcessorTransform:
+    """One PIL image -> CHW tensor through a transformers image processor (picklable, so it runs in
+    dataloader workers under any start method)."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def __call__(self, image):
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def eval_transform(processor: Any) -> Callable[[Any], Any]:
+    """PIL RGB image -> CHW float tensor, exactly as the saved processor prepares it."""
+    if is_timm_processor(processor):
+        return processor.val_transforms
+    return ProcessorTransform(processor)
+
+
+def train_transform(processor: Any, preset: str) -> Callable[[Any], Any]:
+    """The training transform for an augmentation preset (see the module docstring)."""
+    if preset == "none":
+        return eval_transform(processor)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; known: {', '.join(PRESETS)}")
+    from timm.data import create_transform
+
+    cfg = data_config(processor)
+    common = dict(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
+                  mean=cfg["mean"], std=cfg["std"], hflip=0.5, color_jitter=None)
+    if preset == "light":
+        return create_transform(**common, scale=(0.5, 1.0))
+    return create_transform(**common, scale=(0.08, 1.0), auto_augment="rand-m9-mstd0.5-inc1",
+                            re_prob=0.25)
+
+
+class BatchTransform:
+    """A ``set_transform`` function: undecoded images -> ``pixel_values`` (+ ``labels``).
+
+    A file that fails to decode here (it passed the up-front check but changed since) raises
+    :class:`~sft_hub.errors.DataError` naming it.
+    """
+
+    def __init__(self, transform: Callable, image_column: str, label_column: str, split: str):
+        self.transform = transform
+        self.image_column = image_column
+        self.label_column = label_column
+        self.split = split
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        pixels = [self.transform(open_image(v, name=image_name(v, default=f"{self.split} image")))
+                  for v in batch[self.image_column]]
+        out: dict[str, list] = {"pixel_values": pixels}
+        if self.label_column in batch:
+            out["labels"] = batch[self.label_column]
+        return out
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack ``pixel_values`` and ``labels`` of transformed examples into a batch."""
+    import torch
+
+    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples])}
+    if "labels" in examples[0]:
+        batch["labels"] = torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long)
+    return batch

@@ -1,0 +1,143 @@
+"""The timm backend: any timm architecture, wrapped as a transformers model.
+
+A timm model is built by timm itself (``timm.create_model``), so every way timm loads weights
+works: a registry name with its default pretrained weights (``resnet18``, ``resnet50.a1_in1k``),
+a Hub repository (``timm/vit_small_patch16_224.augreg_in21k``, ``hf-hub:...``), a local weights
+file (``model.path: weights.safetensors``, via ``pretrained_cfg_overlay=dict(file=...)``) or folder
+(``local-dir:``), or random weights (``model.pretrained: false``). timm replaces the classifier when
+the class count differs from the checkpoint's.
+
+The model is then placed inside transformers' ``TimmWrapperForImageClassification``: the Trainer
+gets an ``ImageClassifierOutput`` with the loss, and ``save_pretrained`` writes timm's native layout
+(``config.json`` with ``architecture``, ``pretrained_cfg`` and ``label_names``; ``model.safetensors``
+with timm's own parameter names). A run directory therefore loads with
+``timm.create_model("local-dir:<run>", pretrained=True)``, after a push with
+``timm.create_model("hf-hub:<repo>", pretrained=True)``, and with
+``pipeline("image-classification", model=<run>)``, which predicts the real label names.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import RecipeError
+from ..recipe.schema import ModelSpec
+from .transformers_backend import resolve_model_path
+
+SOURCE_PREFIXES = ("hf-hub:", "local-dir:")
+
+
+def timm_source(spec: ModelSpec, base_dir: Path) -> tuple[str, dict[str, Any]]:
+    """(name for ``timm.create_model``, keyword arguments that choose the weights)."""
+    path = resolve_model_path(spec, base_dir)
+    if path is not None:
+        if not spec.pretrained:
+            raise RecipeError("model.path gives weights but model.pretrained is false",
+                              field="model.pretrained",
+                              hint="remove model.path to train from scratch, or set pretrained: true")
+        if path.is_dir():
+            return f"local-dir:{path}", {"pretrained": True}
+        if spec.name.startswith(SOURCE_PREFIXES) or "/" in spec.name:
+            raise RecipeError("with a weights file in model.path, model.name must be a timm "
+                              f"architecture name, not {spec.name!r}", field="model.name",
+                              hint="e.g. name: efficientnet_lite0")
+        return spec.name, {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+    name = spec.name
+    if "/" in name and not name.startswith(SOURCE_PREFIXES):  # a Hub repository id
+        name = f"hf-hub:{name}"
+    if name.startswith("hf-hub:") and spec.revision and "@" not in name:
+        name = f"{name}@{spec.revision}"
+    return name, {"pretrained": spec.pretrained}
+
+
+def _create(name: str, kwargs: dict[str, Any], spec: ModelSpec):
+    import timm
+
+    if not name.startswith(SOURCE_PREFIXES):
+        arch = name.split(".")[0]
+        known = timm.list_models()
+        if arch not in known:
+            close = difflib.get_close_matches(arch, known, n=3)
+            raise RecipeError(f"timm has no architecture {arch!r}", field="model.name",
+                              hint=(f"did you mean {', '.join(close)}? " if close else "")
+                              + "see timm.list_models()")
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as e:
+        if "Error(s) in loading state_dict" in str(e):
+            raise RecipeError(f"the weights do not fit timm architecture {spec.name!r}: "
+                              f"{str(e).splitlines()[0]}", field="model.path",
+                              hint="use the architecture the weights were trained with") from None
+        raise RecipeError(f"cannot create timm model {name!r}: {e}", field="model.name",
+                          hint="offline, set model.path to a local weights file, or "
+                          "model.pretrained: false for random weights") from None
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"cannot load timm weights for {name!r}: {e}", field="model.name",
+                          hint="check the name and your network; offline, set model.path to a local "
+                          "weights file, or model.pretrained: false for random weights") from None
+
+
+def _native_config(model, image_size: Optional[int]) -> dict[str, Any]:
+    """timm's own export config for ``model`` (what ``timm.create_model("local-dir:")`` reads)."""
+    import json
+    import tempfile
+
+    from timm.models._hub import save_config_for_hf
+
+    data = {"input_size": (3, image_size, image_size)} if image_size else None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.json"
+        save_config_for_hf(model, str(path), data_config=data)
+        return json.loads(path.read_text())
+
+
+def build_timm_classifier(spec: ModelSpec, base_dir: Path, labels: list[str],
+                          image_size: Optional[int] = None):
+    """A ``TimmWrapperForImageClassification`` around a timm model with a ``len(labels)`` head.
+
+    ``image_size`` sets the input resolution; models with a fixed input size (ViT) are built for it
+    (timm resamples their position embeddings when loading pretrained weights).
+    """
+    import torch
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+    from transformers.conversion_mapping import get_model_conversion_mapping
+
+    name, kwargs = timm_source(spec, base_dir)
+    kwargs["num_classes"] = len(labels)
+    if image_size and _fixed_input_size(name, spec):
+        kwargs["img_size"] = image_size
+    model = _create(name, kwargs, spec)
+    native = _native_config(model, image_size)
+    native.pop("label_names", None)
+    native.pop("num_classes", None)
+    # The wrapper passes num_classes itself (from num_labels); a second copy here would clash.
+    native.get("model_args", {}).pop("num_classes", None)
+    config = TimmWrapperConfig.from_dict(native, num_labels=len(labels),
+                                         id2label=dict(enumerate(labels)),
+                                         label2id={n: i for i, n in enumerate(labels)})
+    with torch.device("meta"):  # the wrapper's own timm model is replaced right away: no weights
+        wrapper = TimmWrapperForImageClassification(config)
+    wrapper.timm_model = model
+    # Record the key mapping from_pretrained would have recorded, so save_pretrained writes timm's
+    # own parameter names (no "timm_model." prefix) and timm's loaders read the run directory.
+    wrapper._weight_conversions = get_model_conversion_mapping(wrapper, add_legacy=False)
+    return wrapper
+
+
+def _fixed_input_size(name: str, spec: ModelSpec) -> bool:
+    """Whether the architecture only accepts its configured input size (ViT-style models)."""
+    import torch
+
+    with torch.device("meta"):  # architecture only: no weights, no memory
+        probe = _create(name, {"pretrained": False}, spec)
+    return bool(probe.pretrained_cfg.get("fixed_input_size", False))
+
+
+def image_processor(model) -> Any:
+    """The processor that ``AutoImageProcessor.from_pretrained(run_dir)`` rebuilds for this model
+    (timm's evaluation transform from the saved ``pretrained_cfg``)."""
+    from transformers import TimmWrapperImageProcessor
+
+    return TimmWrapperImageProcessor(pretrained_cfg=model.config.pretrained_cfg,
+                                     architecture=model.config.architecture)

@@ -1,0 +1,324 @@
+"""Load a recipe: read YAML, follow ``extends:``, apply ``key.sub=value`` overrides, validate.
+
+Every leaf value remembers the file it came from (or ``command line``), so an error names the file
+that holds the mistake, and a relative path is resolved against the directory of the file that
+wrote it.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+from ..errors import RecipeError
+from .schema import RecipeBase, recipe_model
+from .training_keys import check_training
+from .yaml_io import dump_yaml, parse_scalar, parse_yaml
+
+COMMAND_LINE = "command line"
+# Recipe fields that hold local paths (dotted prefixes): resolved against the file that set them.
+PATH_FIELDS = ("data.files", "model.path")
+Origins = dict[tuple, str]
+
+
+@dataclass
+class LoadedRecipe:
+    recipe: RecipeBase
+    path: str  # the top-level recipe reference as given (file path or hf:// URL)
+    base_dir: Path  # directory that relative paths in `resolved` are relative to
+    resolved: dict[str, Any]  # the merged, overridden recipe as plain data (what gets saved)
+    origins: Origins = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        stem = self.path.rstrip("/").split("/")[-1].split("@")[0]
+        return stem.rsplit(".", 1)[0] if stem.endswith((".yaml", ".yml")) else stem
+
+    def to_dict(self) -> dict[str, Any]:
+        """The validated recipe with every default filled in: exactly what runs."""
+        data = self.recipe.model_dump(mode="json", exclude_none=True)
+        order = ("task", "model", "data", "strategy", "training", "output", "hub")
+        return {k: data[k] for k in sorted(data, key=lambda k: order.index(k) if k in order else 99)}
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_dict())
+
+
+def is_hub_ref(ref: str) -> bool:
+    return str(ref).startswith("hf://")
+
+
+def _read(ref: str) -> tuple[str, str, Path]:
+    """(text, display name, base directory) for a local file or an hf:// reference."""
+    if is_hub_ref(ref):
+        from ..hub import fetch_recipe
+
+        local = Path(fetch_recipe(ref))
+        return local.read_text(encoding="utf-8"), ref, Path.cwd()
+    path = Path(ref)
+    if not path.is_file():
+        raise RecipeError("recipe file not found" if not path.exists() else "recipe path is not a file",
+                          file=str(ref), hint="check the path (relative to the current directory)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"cannot read recipe: {e}", file=str(ref)) from None
+    return text, str(ref), path.resolve().parent
+
+
+def _deep_merge(base: dict, over: dict, base_origins: Origins, over_origins: Origins,
+                prefix: tuple = ()) -> tuple[dict, Origins]:
+    out = copy.deepcopy(base)
+    origins = dict(base_origins)
+    for key, value in over.items():
+        path = prefix + (key,)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key], origins = _deep_merge(out[key], value, origins, over_origins, path)
+        else:
+            origins = {p: o for p, o in origins.items() if p[:len(path)] != path}
+            out[key] = copy.deepcopy(value)
+            origins.update({p: o for p, o in over_origins.items() if p[:len(path)] == path})
+    return out, origins
+
+
+def _leaf_origins(data: Any, source: str, prefix: tuple = ()) -> Origins:
+    if isinstance(data, dict) and data:
+        out: Origins = {}
+        for k, v in data.items():
+            out.update(_leaf_origins(v, source, prefix + (k,)))
+        return out
+    return {prefix: source}
+
+
+def _rebase_paths(data: dict, source_dir: Path, top_dir: Path) -> None:
+    """Rewrite relative paths in PATH_FIELDS from ``source_dir`` to be relative to ``top_dir``."""
+    if source_dir == top_dir:
+        return
+
+    def rebase(v):
+        if isinstance(v, str) and v and not os.path.isabs(v) and ":" not in v.split("/")[0]:
+            return os.path.relpath(source_dir / v, top_dir)
+        return v
+
+    for dotted in PATH_FIELDS:
+        *parents, last = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            continue
+        value = node[last]
+        if isinstance(value, dict):
+            node[last] = {k: ([rebase(x) for x in v] if isinstance(v, list) else rebase(v))
+                          for k, v in value.items()}
+        elif isinstance(value, list):
+            node[last] = [rebase(x) for x in value]
+        else:
+            node[last] = rebase(value)
+
+
+def _load_tree(ref: str, top_dir: Path | None, chain: tuple[str, ...]) -> tuple[dict, Origins, Path]:
+    text, source, base_dir = _read(ref)
+    key = ref if is_hub_ref(ref) else str(Path(ref).resolve())
+    if key in chain:
+        cycle = " -> ".join([*chain[chain.index(key):], key])
+        raise RecipeError(f"extends forms a cycle: {cycle}", file=source, field="extends",
+                          hint="remove one of the extends links")
+    data = parse_yaml(text, source=source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"a recipe must be a YAML mapping of sections, got {type(data).__name__}",
+                          file=source, hint="start the file with `task:`, `model:`, `data:` ...")
+    top_dir = top_dir or base_dir
+    parent = data.pop("extends", None)
+    _rebase_paths(data, base_dir, top_dir)
+    origins = _leaf_origins(data, source)
+    if parent is None:
+        return data, origins, base_dir
+    parents = parent if isinstance(parent, list) else [parent]
+    merged: dict = {}
+    merged_origins: Origins = {}
+    for p in parents:
+        if not isinstance(p, str):
+            raise RecipeError("extends must be a path (or a list of paths)", file=source,
+                              field="extends")
+        if is_hub_ref(p):
+            p_ref = p
+        elif is_hub_ref(ref):
+            base, _, rev = ref.partition("@")  # beside it in the same Hub repo, same revision
+            p_ref = base.rsplit("/", 1)[0] + "/" + p + (f"@{rev}" if rev else "")
+        else:
+            p_ref = str(base_dir / p)
+        base_data, base_origins, _ = _load_tree(p_ref, top_dir, chain + (key,))
+        merged, merged_origins = _deep_merge(merged, base_data, merged_origins, base_origins)
+    merged, merged_origins = _deep_merge(merged, data, merged_origins, origins)
+    return merged, merged_origins, base_dir
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise RecipeError(f"override {item!r} is not of the form key.sub=value", file=COMMAND_LINE,
+                          hint="e.g. training.learning_rate=3e-5")
+    key, value = item.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise RecipeError(f"override key {key!r} is malformed", file=COMMAND_LINE,
+                          hint="use dotted section names, e.g. data.max_train_samples=100")
+    return parts, parse_scalar(value)
+
+
+def apply_overrides(data: dict, origins: Origins, overrides: Iterable[str],
+                    top_dir: Path) -> tuple[dict, Origins]:
+    for item in overrides:
+        parts, value = parse_override(item)
+        over: dict = {}
+        node = over
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+        _rebase_paths(over, Path.cwd().resolve(), top_dir)
+        data, origins = _deep_merge(data, over, origins, _leaf_origins(over, COMMAND_LINE))
+    return data, origins
+
+
+def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> LoadedRecipe:
+    """Read, compose and validate a recipe. Raises :class:`RecipeError` with every problem found."""
+    ref = str(ref)
+    data, origins, base_dir = _load_tree(ref, None, ())
+    data, origins = apply_overrides(data, origins, overrides, base_dir)
+    recipe = validate_data(data, origins, source=ref)
+    return LoadedRecipe(recipe=recipe, path=ref, base_dir=base_dir, resolved=data, origins=origins)
+
+
+# -- validation and messages ---------------------------------------------------------------------
+
+def _origin(origins: Origins, loc: tuple, default: str) -> str:
+    for n in range(len(loc), 0, -1):
+        for p, o in origins.items():
+            if p[:n] == loc[:n]:
+                return o
+    return default
+
+
+def validate_data(data: dict, origins: Origins, *, source: str) -> RecipeBase:
+    from pydantic import ValidationError
+
+    task = data.get("task")
+    if task is None:
+        raise RecipeError("required field is missing", file=source, field="task",
+                          hint="add e.g. `task: text-classification`")
+    if not isinstance(task, str):
+        raise RecipeError("must be a task name", file=_origin(origins, ("task",), source), field="task")
+    try:
+        model_cls = recipe_model(task)
+    except RecipeError as e:
+        e.file = _origin(origins, ("task",), source)
+        raise
+    problems: list[tuple[str, str, str]] = []  # (file, dotted field, message)
+    recipe = None
+    try:
+        recipe = model_cls.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc, shown = _display_loc(model_cls, err["loc"])
+            problems.append((_origin(origins, loc, source), shown,
+                             _message(model_cls, err, loc, shown)))
+    training = data.get("training") or {}
+    if isinstance(training, dict):
+        for key, msg in check_training(training):
+            problems.append((_origin(origins, ("training", key), source), f"training.{key}", msg))
+    if problems:
+        raise _combine(problems, source)
+    return recipe
+
+
+def _combine(problems: list[tuple[str, str, str]], source: str) -> RecipeError:
+    if len(problems) == 1:
+        file, dotted, msg = problems[0]
+        return RecipeError(msg, file=file, field=dotted or None)
+    lines = [f"{len(problems)} problems:"]
+    for file, dotted, msg in problems:
+        where = f"{file}: {dotted}" if file != source else dotted
+        lines.append(f"  {where}: {msg}" if where else f"  {msg}")
+    return RecipeError("\n".join(lines), file=source)
+
+
+def _unwrap(tp):
+    """The pydantic model classes a field annotation may hold (through Optional/Union/Annotated/list)."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    out = []
+    for arg in get_args(tp):
+        out.extend(_unwrap(arg))
+    return out
+
+
+def _model_at(model_cls, loc: tuple):
+    """Walk ``loc`` through nested models; return (model class or None, loc without union tags)."""
+    current = [model_cls]
+    clean: list = []
+    for part in loc:
+        nxt = []
+        tag_hit = False
+        for m in current:
+            if part in m.model_fields:
+                nxt.extend(_unwrap(m.model_fields[part].annotation))
+            tag_field = m.model_fields.get("name")
+            if tag_field is not None and str(part) == str(tag_field.default):
+                tag_hit = True
+                nxt.append(m)
+        if tag_hit and len(current) > 1:
+            current = [m for m in current if str(m.model_fields["name"].default) == str(part)]
+            continue
+        clean.append(part)
+        current = nxt
+        if not current:
+            return None, tuple(clean)
+    return (current[0] if len(current) == 1 else None), tuple(clean)
+
+
+def _display_loc(model_cls, loc: tuple) -> tuple[tuple, str]:
+    """Drop pydantic's union/function tags from a location and render it dotted."""
+    parts = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("function-") or
+                                                              "[" in p)))
+    owner, clean = _model_at(model_cls, parts[:-1]) if parts else (model_cls, ())
+    full = clean + parts[-1:] if parts else ()
+    return full, ".".join(str(p) for p in full)
+
+
+def _message(model_cls, err: dict, loc: tuple, shown: str) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        owner, _ = _model_at(model_cls, loc[:-1])
+        valid = list(owner.model_fields) if owner is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        prefix = ".".join(str(p) for p in loc[:-1])
+        if close:
+            return f"unknown key; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
+        return f"unknown key; valid keys here: {', '.join(valid)}" if valid else "unknown key"
+    if kind == "missing":
+        return "required field is missing"
+    if kind in ("union_tag_invalid", "literal_error"):
+        expected = err.get("ctx", {}).get("expected_tags") or err.get("ctx", {}).get("expected")
+        got = err.get("input")
+        close = difflib.get_close_matches(str(got), [t.strip(" '") for t in str(expected).replace(
+            " or ", ",").split(",")], n=1) if expected else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{got!r} is not one of {expected}{hint}"
+    if kind == "union_tag_not_found":
+        return "needs a `name:` (one of the registered strategies)"
+    msg = err["msg"]
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    got = err.get("input")
+    if not isinstance(got, (dict, list)) and kind not in ("value_error",):
+        return f"{msg} (got {got!r})"
+    return msg

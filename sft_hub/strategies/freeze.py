@@ -1,0 +1,158 @@
+"""``freeze``: train the head and the last N layers; optionally unfreeze more as training goes on.
+
+``train_last_n_layers: 0`` is linear probing (head only). Layers are counted from the head down
+(see :mod:`.layers` for how they are found). What sits after the layers (final norm, pooler)
+trains whenever at least one layer does. The embeddings train only once every layer does and
+``freeze_embeddings`` is false.
+
+Gradual unfreezing (``unfreeze_schedule``) flips ``requires_grad`` at the start of the scheduled
+epochs (epoch = number of epochs completed, so ``epoch: 1`` is the second epoch). Every parameter
+the schedule will ever unfreeze is in the optimizer from the start: AdamW skips parameters whose
+gradient is None, so they stay untouched while frozen and are updated, with fresh moments, as soon
+as they get gradients. The optimizer keeps its state for everything else.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, Union
+
+from pydantic import Field, NonNegativeInt, PositiveInt, ValidationInfo, field_validator
+
+from ..errors import RecipeError
+from ..recipe.schema import Strict
+from . import STRATEGIES
+from .base import Strategy, StrategySpec
+
+UNFREEZE_DISTRIBUTED = ("gradual unfreezing is not supported with several processes: distributed "
+                        "data parallel fixes the set of trained parameters when it wraps the model")
+LayerCount = Union[NonNegativeInt, Literal["all"]]
+
+
+def _as_number(n: LayerCount) -> float:
+    return float("inf") if n == "all" else n
+
+
+class UnfreezeStep(Strict):
+    epoch: PositiveInt = Field(description="epochs completed before this step applies")
+    train_last_n_layers: LayerCount
+
+
+class FreezeSpec(StrategySpec):
+    name: Literal["freeze"] = "freeze"
+    train_last_n_layers: LayerCount = Field(
+        0, description="layers trained next to the head, counted from the top; 0 = head only")
+    freeze_embeddings: bool = Field(
+        True, description="false: the embeddings train too once every layer trains")
+    unfreeze_schedule: list[UnfreezeStep] = Field(
+        default_factory=list, description="gradual unfreezing: steps {epoch, train_last_n_layers}")
+
+    @field_validator("unfreeze_schedule")
+    @classmethod
+    def _schedule_in_order(cls, schedule: list[UnfreezeStep], info: ValidationInfo):
+        previous_epoch, previous_n = 0, _as_number(info.data.get("train_last_n_layers", 0))
+        for i, step in enumerate(schedule):
+            if step.epoch <= previous_epoch:
+                raise ValueError(f"step {i + 1}: epoch {step.epoch} is not after the "
+                                 f"previous step's epoch {previous_epoch}; list steps in "
+                                 "increasing epoch order")
+            if _as_number(step.train_last_n_layers) <= previous_n:
+                raise ValueError(f"step {i + 1}: train_last_n_layers "
+                                 f"{step.train_last_n_layers!r} does not unfreeze more layers than "
+                                 "before; each step must train more layers than the previous one")
+            previous_epoch, previous_n = step.epoch, _as_number(step.train_last_n_layers)
+        return schedule
+
+
+@STRATEGIES.register
+class Freeze(Strategy):
+    name = "freeze"
+    spec_class = FreezeSpec
+    spec: FreezeSpec
+
+    def setup(self, model: Any) -> Any:
+        self.layout(model)
+        self._check_layer_count(self.spec.train_last_n_layers, "strategy.train_last_n_layers")
+        for i, step in enumerate(self.spec.unfreeze_schedule):
+            self._check_layer_count(step.train_last_n_layers,
+                                    f"strategy.unfreeze_schedule.{i}.train_last_n_layers")
+        self._check_schedule_fits_training()
+        if self.spec.unfreeze_schedule and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RecipeError(UNFREEZE_DISTRIBUTED, field="strategy.unfreeze_schedule",
+                              hint="train on one process, or drop unfreeze_schedule")
+        self._model = model
+        self._applied_layers = None
+        self.apply_epoch(0.0)
+        return model
+
+    # -- schedule ------------------------------------------------------------------------------------
+    def layers_at(self, epoch: float) -> LayerCount:
+        """``train_last_n_layers`` in force once ``epoch`` epochs are complete."""
+        n = self.spec.train_last_n_layers
+        for step in self.spec.unfreeze_schedule:
+            if step.epoch <= epoch + 1e-6:
+                n = step.train_last_n_layers
+        return n
+
+    def apply_epoch(self, epoch: float) -> bool:
+        """Set ``requires_grad`` for ``epoch``; True if the trainable set changed."""
+        n = self.layers_at(epoch)
+        if n == self._applied_layers:
+            return False
+        trainable = self._trainable_groups(n)
+        layout = self.layout(self._model)
+        for name, param in self._model.named_parameters():
+            param.requires_grad_(layout.group_of(name) in trainable)
+        self._applied_layers = n
+        return True
+
+    def _trainable_groups(self, n: LayerCount) -> set[int]:
+        layout = self.layout(self._model)
+        layers = layout.num_layers if n == "all" else n
+        embeddings = layers == layout.num_layers and not self.spec.freeze_embeddings
+        return layout.trainable_groups(layers, embeddings)
+
+    @property
+    def unfreezes_later(self) -> bool:
+        return bool(self.spec.unfreeze_schedule)
+
+    def optimizable_parameters(self, model: Any) -> list[tuple[str, Any]]:
+        final = self._trainable_groups(self.layers_at(float("inf")))
+        layout = self.layout(model)
+        return [(n, p) for n, p in model.named_parameters() if layout.group_of(n) in final]
+
+    def callbacks(self) -> list:
+        if not self.spec.unfreeze_schedule:
+            return []
+        from ._unfreeze import GradualUnfreezing
+
+        return [GradualUnfreezing(self)]
+
+    def describe(self, model: Any) -> dict[str, Any]:
+        layout = self.layout(model)
+        steps = [{"epoch": 0, "train_last_n_layers": self.spec.train_last_n_layers}]
+        steps += [s.model_dump() for s in self.spec.unfreeze_schedule]
+        for step in steps:
+            groups = self._trainable_groups(step["train_last_n_layers"])
+            step["trainable_params"] = sum(p.numel() for n, p in model.named_parameters()
+                                           if layout.group_of(n) in groups)
+        return {"layers": layout.num_layers, "layers_found_in": layout.source,
+                "head": layout.head, "schedule": steps if len(steps) > 1 else None}
+
+    # -- checks ----------------------------------------------------------------------------------------
+    def _check_layer_count(self, n: LayerCount, field: str) -> None:
+        total = self._layout.num_layers
+        if n != "all" and n > total:
+            raise RecipeError(f"{n} layers asked, but the model has {total} "
+                              f"(found in {self._layout.source})", field=field,
+                              hint=f"use a number from 0 to {total}, or all")
+
+    def _check_schedule_fits_training(self) -> None:
+        training = self.task.recipe.training
+        if not self.spec.unfreeze_schedule or int(training.get("max_steps", -1) or -1) > 0:
+            return
+        epochs = float(training.get("num_train_epochs", 3))
+        late = [s.epoch for s in self.spec.unfreeze_schedule if s.epoch >= epochs]
+        if late:
+            raise RecipeError(f"unfreeze_schedule epoch {late[0]} never comes: training runs "
+                              f"{epochs:g} epochs", field="strategy.unfreeze_schedule",
+                              hint="use epochs below training.num_train_epochs, or train longer")

@@ -1,0 +1,189 @@
+"""Adapter strategies through peft: ``lora`` (with DoRA / rsLoRA switches) and ``ia3``.
+
+Shared behaviour (:class:`AdapterStrategy`):
+
+* the task head found by :mod:`.layers` is trained fully and saved with the adapter (peft
+  ``modules_to_save``) and kept out of the adapter's targets;
+* ``target_modules`` entries are checked against the model when it is built: an entry that matches
+  no module is an error listing the module names there are; when omitted, peft's
+  per-architecture default is used, or every linear layer outside the head when peft has none
+  (ViT, DistilBERT, timm models...);
+* the adapter records the base model as ``model.name`` (its Hub id), not the local path it was
+  loaded from, so ``AutoPeftModelFor<Task>.from_pretrained(run_dir)`` fetches the right base;
+* ``save: adapter | merged | both``: merged writes a plain model (loadable by
+  ``AutoModelFor<Task>`` and ``pipeline``); both writes the merged model at the root and the
+  adapter in ``adapter/``.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
+
+from ..errors import RecipeError
+from . import STRATEGIES
+from .base import Strategy, StrategySpec
+from .layers import ModelLayout, under, unwrap
+
+Targets = Optional[Union[str, list[str]]]
+TARGETS_HELP = ("module names (a name matches itself and any module path ending in .<name>), a "
+                "regular expression matched against full module paths, or all-linear")
+
+
+class AdapterSpec(StrategySpec):
+    target_modules: Targets = Field(None, description=f"modules to adapt: {TARGETS_HELP}; "
+                                    "default: peft's choice for the architecture, else all-linear")
+    save: Literal["adapter", "merged", "both"] = Field(
+        "adapter", description="adapter: adapter weights + head; merged: a plain model; both: "
+        "merged at the root and the adapter in adapter/")
+
+
+class LoraSpec(AdapterSpec):
+    name: Literal["lora"] = "lora"
+    r: PositiveInt = Field(8, description="rank of the update matrices")
+    alpha: PositiveFloat = Field(16, description="scaling: alpha / r (alpha / sqrt(r) with rsLoRA)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed low-rank adaptation")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class Ia3Spec(AdapterSpec):
+    name: Literal["ia3"] = "ia3"
+    feedforward_modules: Targets = Field(
+        None, description="target modules whose input (not output) is rescaled; default: peft's "
+        "choice for the architecture, none when target_modules is set")
+
+    @field_validator("feedforward_modules")
+    @classmethod
+    def _feedforward_within_targets(cls, ff: Targets, info: ValidationInfo):
+        targets = info.data.get("target_modules")
+        if ff is not None and targets is None:
+            raise ValueError("feedforward_modules needs target_modules too")
+        if isinstance(ff, list) and isinstance(targets, list) and not set(ff) <= set(targets):
+            raise ValueError(f"feedforward_modules {sorted(set(ff) - set(targets))} must also be "
+                             "listed in target_modules")
+        return ff
+
+
+class AdapterStrategy(Strategy):
+    """Wraps the model with a peft adapter; subclasses build the peft config."""
+
+    spec: AdapterSpec
+
+    def peft_config(self, model: Any, layout: ModelLayout) -> Any:
+        raise NotImplementedError
+
+    def setup(self, model: Any) -> Any:
+        from peft import get_peft_model
+
+        layout = self.layout(model)
+        config = self.peft_config(model, layout)
+        peft_model = get_peft_model(model, config)
+        recorded = peft_model.peft_config["default"]
+        recorded.base_model_name_or_path = self.task.recipe.model.name
+        recorded.revision = self.task.recipe.model.revision
+        return peft_model
+
+    def common_config(self, layout: ModelLayout) -> dict[str, Any]:
+        return {"task_type": self.task.peft_task_type, "modules_to_save": list(layout.head),
+                "exclude_modules": "(?:" + "|".join(map(re.escape, layout.head)) + r")(?:\..*)?"}
+
+    def check_targets(self, model: Any, layout: ModelLayout, targets: Targets, field: str) -> None:
+        """Every entry must match a module outside the head; else list the names there are."""
+        if targets is None or targets == "all-linear":
+            return
+        names = [n for n, _ in model.named_modules() if n and not under(n, layout.head)]
+        if isinstance(targets, str):
+            missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+        else:
+            missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+        if missing:
+            raise RecipeError(
+                f"target_modules entry {missing[0]!r} matches no module of "
+                f"{self.task.recipe.model.name} outside the task head", field=field,
+                hint=f"use {TARGETS_HELP}; module names in this model: "
+                     f"{', '.join(adaptable_module_names(model, layout.head))}")
+
+    def save(self, model: Any, out_dir: Path) -> None:
+        out_dir = Path(out_dir)
+        if self.spec.save in ("merged", "both"):
+            merged = copy.deepcopy(model).merge_and_unload()
+            merged.save_pretrained(out_dir, safe_serialization=True)
+        if self.spec.save in ("adapter", "both"):
+            model.save_pretrained(out_dir if self.spec.save == "adapter" else out_dir / "adapter",
+                                  safe_serialization=True)
+
+    def describe(self, model: Any) -> dict[str, Any]:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        adapted = [n for n, m in unwrap(model).named_modules() if isinstance(m, BaseTunerLayer)]
+        return {"peft_type": str(getattr(model.peft_config["default"].peft_type, "value", "")),
+                "adapted_modules": len(adapted),
+                "adapted_names": sorted({n.rsplit(".", 1)[-1] for n in adapted}),
+                "head": self.layout(model).head, "save": self.spec.save}
+
+
+def adaptable_module_names(model: Any, head: list[str]) -> list[str]:
+    """Distinct last names of the modules with weights outside the head (query, dense, fc1...)."""
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                   if n and not under(n, head) and any(True for _ in m.parameters(recurse=False))})
+
+
+def linear_modules(model: Any, head: list[str]) -> list[tuple[str, Any]]:
+    import torch.nn as nn
+
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and not under(n, head)]
+
+
+def _model_type(model: Any) -> Optional[str]:
+    return getattr(getattr(unwrap(model), "config", None), "model_type", None)
+
+
+@STRATEGIES.register
+class Lora(AdapterStrategy):
+    name = "lora"
+    spec_class = LoraSpec
+    spec: LoraSpec
+
+    def peft_config(self, model: Any, layout: ModelLayout) -> Any:
+        from peft import LoraConfig
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
+
+        s = self.spec
+        self.check_targets(model, layout, s.target_modules, "strategy.target_modules")
+        targets = s.target_modules or MAP.get(_model_type(model)) or "all-linear"
+        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, bias=s.bias,
+                          use_dora=s.use_dora, use_rslora=s.use_rslora,
+                          target_modules=copy.copy(targets), **self.common_config(layout))
+
+
+@STRATEGIES.register
+class Ia3(AdapterStrategy):
+    name = "ia3"
+    spec_class = Ia3Spec
+    spec: Ia3Spec
+
+    def peft_config(self, model: Any, layout: ModelLayout) -> Any:
+        from peft import IA3Config
+        from peft.utils.constants import (
+            TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF_MAP,
+            TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGET_MAP)
+
+        s = self.spec
+        self.check_targets(model, layout, s.target_modules, "strategy.target_modules")
+        self.check_targets(model, layout, s.feedforward_modules, "strategy.feedforward_modules")
+        if s.target_modules is not None:
+            targets, feedforward = s.target_modules, s.feedforward_modules or []
+        elif _model_type(model) in TARGET_MAP:
+            targets, feedforward = TARGET_MAP[_model_type(model)], FF_MAP[_model_type(model)]
+        else:  # no peft default: every linear layer; the feed-forward ones are those that narrow
+            linears = linear_modules(model, layout.head)
+            targets = [n for n, _ in linears]
+            feedforward = [n for n, m in linears if m.in_features > m.out_features]
+        return IA3Config(target_modules=copy.copy(targets), feedforward_modules=copy.copy(feedforward),
+                         **self.common_config(layout))

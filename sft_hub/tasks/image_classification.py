@@ -1,0 +1,213 @@
+"""``image-classification``: one label per image, with a transformers or a timm backbone.
+
+Data: a Hub dataset with an Image column, image folders (``data.files.train: photos/train`` laid
+out as ``<label>/<image>``), or CSV/JSON tables with an image-path column (paths relative to the
+table's folder) and a label column. Every image is opened as RGB by
+:func:`sft_hub.data.images.open_image`; every image of the final splits is decoded once before
+training, so a corrupt file fails the run up front, naming the file, or is skipped and reported
+(``data.skip_bad_images: true``).
+
+Models: ``model.backend: transformers`` loads ``AutoModelForImageClassification`` and
+``AutoImageProcessor`` (ViT, ConvNeXt, ResNet, Swin, and timm checkpoints on the Hub);
+``model.backend: timm`` builds any timm architecture (see :mod:`sft_hub.models.timm_backend`).
+Both give a transformers model whose run directory loads with
+``pipeline("image-classification", model=run_dir)`` and predicts the real label names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+from pydantic import Field
+
+from ..data.images import BadImages, find_bad_images, read_image_folder, scan_label_folders
+from ..data.sources import READERS, file_format, resolve_local
+from ..errors import DataError, RecipeError
+from ..recipe.schema import DataSpec
+from . import TASKS
+from ._single_label import SingleLabelTask
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import DatasetDict
+
+READERS.setdefault("imagefolder", read_image_folder)
+
+
+class ImageClassificationData(DataSpec):
+    image_column: str = Field("image", description="column holding images or image paths")
+    label_column: str = "label"
+    augmentation: Literal["none", "light", "strong"] = Field(
+        "light", description="training augmentation: none, light (random resized crop + flip), "
+        "strong (+ RandAugment and random erasing)")
+    image_size: Optional[int] = Field(
+        None, gt=0, description="input resolution in pixels (default: the model's own)")
+    skip_bad_images: bool = Field(
+        False, description="skip unreadable images (counted and reported) instead of failing")
+
+
+@TASKS.register
+class ImageClassification(SingleLabelTask):
+    name = "image-classification"
+    data_spec = ImageClassificationData
+    pipeline_task = "image-classification"
+    auto_model_class = "AutoModelForImageClassification"
+    default_metric = "accuracy"
+
+    def __init__(self, recipe, recipe_dir: Path):
+        super().__init__(recipe, recipe_dir)
+        self.bad_images = BadImages()
+        self._timm_model: Any = None
+
+    @property
+    def uses_timm(self) -> bool:
+        return self.recipe.model.backend == "timm"
+
+    # -- validation (no torch) ----------------------------------------------------------------
+    def required_columns(self) -> list[str]:
+        return [self.recipe.data.image_column, self.recipe.data.label_column]
+
+    def check_data(self) -> None:
+        super().check_data()
+        spec = self.recipe.data
+        for split, value in (spec.files or {}).items():
+            paths = resolve_local(value, self.recipe_dir, split=split)
+            if file_format(paths, spec, split=split) == "imagefolder":
+                for path in paths:
+                    scan_label_folders(path, split)
+
+    # -- data ----------------------------------------------------------------------------------
+    def prepare_raw(self, raw: "DatasetDict") -> "DatasetDict":
+        """Image columns become undecoded images; table paths are resolved against their file."""
+        from datasets import DatasetDict
+
+        return DatasetDict({split: self._undecoded_images(split, ds) for split, ds in raw.items()})
+
+    def _undecoded_images(self, split: str, ds):
+        from datasets import Image, Value
+
+        column = self.recipe.data.image_column
+        feature = ds.features[column]
+        if isinstance(feature, Image):
+            return ds.cast_column(column, Image(decode=False))
+        if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+            raise DataError(f"the {split} split's column {column!r} holds {feature}, not images or "
+                            "image paths", field="data.image_column",
+                            hint="point data.image_column at the image (or image path) column")
+        base = self._table_folder(split)
+        if base is not None:
+            from ..data.images import resolve_image_path
+
+            ds = ds.map(lambda b: {column: [resolve_image_path(v, base) for v in b[column]]},
+                        batched=True, desc=f"image paths ({split})")
+        return ds.cast_column(column, Image(decode=False))
+
+    def _table_folder(self, split: str) -> Optional[Path]:
+        """The folder image paths of a local table are relative to (None for Hub data)."""
+        files = self.recipe.data.files
+        if not files or split not in files:
+            return None
+        folders = {p.parent.resolve() for p in resolve_local(files[split], self.recipe_dir,
+                                                             split=split)}
+        if len(folders) > 1:
+            raise DataError(f"the {split} files are in several folders ({', '.join(map(str, folders))})"
+                            ": image paths in them would be ambiguous", field=f"data.files.{split}",
+                            hint="keep one split's tables in one folder, or use absolute image paths")
+        return folders.pop()
+
+    def load_data(self) -> "DatasetDict":
+        """The final splits, with unreadable images failing the run or dropped and reported."""
+        from datasets import DatasetDict
+
+        dsd = super().load_data()
+        spec = self.recipe.data
+        out = {}
+        for split, ds in dsd.items():
+            values = (v for batch in ds.select_columns([spec.image_column]).iter(batch_size=256)
+                      for v in batch[spec.image_column])
+            bad = find_bad_images(values, split=split, skip=spec.skip_bad_images,
+                                  bad=self.bad_images)
+            if bad:
+                drop = set(bad)
+                ds = ds.select([i for i in range(len(ds)) if i not in drop])
+                if len(ds) == 0:
+                    raise DataError(f"every image of the {split} split is unreadable",
+                                    field=f"data.files.{split}" if spec.files else "data.dataset")
+            out[split] = ds
+        if self.bad_images.count:
+            import logging
+
+            message = self.bad_images.summary()
+            logging.getLogger(__name__).warning(message)
+            self.notes.append(message)
+        return DatasetDict(out)
+
+    # -- model and processor -------------------------------------------------------------------
+    def build_processor(self) -> Any:
+        """The evaluation preprocessing the saved model predicts with.
+
+        For timm models it comes from the model's data config, so the model is built here (once).
+        """
+        image_size = self.recipe.data.image_size
+        if self.uses_timm:
+            from ..models.timm_backend import build_timm_classifier, image_processor
+
+            self._timm_model = build_timm_classifier(self.recipe.model, self.recipe_dir,
+                                                     self.labels, image_size)
+            self.processor = image_processor(self._timm_model)
+        else:
+            from ..data.transforms import set_input_size
+            from ..models.transformers_backend import load_processor
+
+            self.processor = load_processor(self.recipe.model, self.recipe_dir, "AutoImageProcessor")
+            if image_size:
+                set_input_size(self.processor, image_size)
+        return self.processor
+
+    def build_model(self) -> Any:
+        if self.uses_timm:
+            if self._timm_model is None:
+                self.build_processor()
+            model, self._timm_model = self._timm_model, None
+            return model
+        from ..models.transformers_backend import label_config, load_model
+
+        spec, image_size = self.recipe.model, self.recipe.data.image_size
+        extra = {"image_size": image_size} if image_size and not spec.pretrained else {}
+        model = load_model(spec, self.recipe_dir, self.auto_model_class,
+                           **label_config(self.labels), **extra)
+        fixed = getattr(model.config, "image_size", None)
+        if image_size and isinstance(fixed, int) and fixed != image_size:
+            raise RecipeError(f"{spec.name} takes {fixed}x{fixed} images; data.image_size is "
+                              f"{image_size}", field="data.image_size",
+                              hint=f"remove data.image_size or set it to {fixed}")
+        return model
+
+    def save_processor(self, out_dir: Path) -> None:
+        from ..data.transforms import is_timm_processor
+
+        if not is_timm_processor(self.processor):  # timm: the data config is in config.json
+            super().save_processor(out_dir)
+
+    # -- training-time data --------------------------------------------------------------------
+    def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
+        """Attach lazy transforms: augmentation for train, the model's own preprocessing else."""
+        from datasets import DatasetDict
+
+        from ..data.transforms import BatchTransform, eval_transform, train_transform
+
+        spec = self.recipe.data
+        evaluate = eval_transform(self.processor)
+        train = train_transform(self.processor, spec.augmentation)
+        return DatasetDict({
+            split: ds.with_transform(BatchTransform(train if split == "train" else evaluate,
+                                                    spec.image_column, spec.label_column, split))
+            for split, ds in raw.items()})
+
+    def data_collator(self):
+        from ..data.transforms import collate
+
+        return collate
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        # The raw image column must reach the lazy transform, so the Trainer must not drop it.
+        return {"remove_unused_columns": False}

@@ -1,0 +1,209 @@
+"""``token-classification``: one tag per word (named-entity recognition, IOB2 / IOBES tags).
+
+Data: a tokens column (list of words) and a tags column (list of tags: ClassLabel ids, strings, or
+ids named by ``data.labels``) from a Hub dataset, local JSON/JSONL/Parquet files, or CoNLL text
+files. Tags are turned into names first, checked (scheme, unknown tags), then given the ids of the
+label list, which the model config stores as ``id2label`` so that
+``pipeline("token-classification", aggregation_strategy="simple")`` returns real entity names.
+
+Training labels each word on its first subword (or every subword, ``data.label_all_subwords``);
+validation and test data always label first subwords only, so that the entity metrics (seqeval,
+micro P/R/F1 plus per-type figures) and the eval loss are about words.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from ..errors import DataError
+from ..recipe.schema import DataSpec
+from . import TASKS
+from .base import Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import Dataset, DatasetDict
+
+logger = logging.getLogger(__name__)
+
+
+class TokenClassificationData(DataSpec):
+    tokens_column: str = Field("tokens", description="column holding each sentence's words")
+    tags_column: str = Field("ner_tags", description="column holding one tag per word")
+    conll_tag_column: int = Field(
+        -1, description="CoNLL files: 0-based column holding the tag; negative counts from the end "
+        "(-1: the last column). The token is always the first column")
+    label_all_subwords: bool = Field(
+        False, description="train on every subword of a word (later subwords of a B-X word get "
+        "I-X) instead of the first subword only; evaluation always reads first subwords")
+    max_length: int = Field(
+        256, gt=0, description="subwords per sentence; words past the cut are left out of "
+        "training and metrics, and counted in the run notes")
+
+
+@TASKS.register
+class TokenClassification(Task):
+    name = "token-classification"
+    data_spec = TokenClassificationData
+    pipeline_task = "token-classification"
+    auto_model_class = "AutoModelForTokenClassification"
+    peft_task_type = "TOKEN_CLS"
+    default_metric = "entity_f1"
+
+    # -- validation (no torch) ------------------------------------------------------------
+    def required_columns(self) -> list[str]:
+        return [self.recipe.data.tokens_column, self.recipe.data.tags_column]
+
+    def check_data(self) -> None:
+        """Column check for tables; CoNLL files are parsed whole (pure Python, fast), so that a
+        malformed line is reported with its line number before any model is loaded."""
+        from ..data.conll import read_conll
+        from ..data.sources import check_local_columns, file_format, resolve_local
+
+        spec = self.recipe.data
+        check_local_columns(spec, self.recipe_dir, self.required_columns())
+        for split, value in (spec.files or {}).items():
+            paths = resolve_local(value, self.recipe_dir, split=split)
+            if file_format(paths, spec, split=split) == "conll":
+                for path in paths:
+                    read_conll(path, tag_column=spec.conll_tag_column)
+
+    # -- data -------------------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        return int(self.recipe.training.get("seed", 42))
+
+    def load_data(self) -> "DatasetDict":
+        from datasets import ClassLabel, DatasetDict
+
+        from ..data.ner_tags import check_known_tags, check_scheme, check_tag_names, derive_labels
+        from ..data.sources import finalize_splits, load_raw_splits
+
+        spec = self.recipe.data
+        raw = load_raw_splits(spec, self.recipe_dir)
+        tags = {split: self._tag_names(split, ds) for split, ds in raw.items()}
+
+        class_label = getattr(raw["train"].features[spec.tags_column], "feature", None)
+        if spec.labels:
+            self.labels = list(spec.labels)
+        elif isinstance(class_label, ClassLabel):
+            self.labels = list(class_label.names)
+        else:
+            self.labels = derive_labels(tags["train"])
+        if len(set(self.labels)) != len(self.labels):
+            raise DataError("data.labels lists a tag twice", field="data.labels")
+        check_tag_names(self.labels, where="label list")
+        for split, sequences in tags.items():
+            check_known_tags(split, sequences, self.labels)
+            warning = check_scheme(sequences).warning(split)
+            if warning:
+                self._note(warning)
+
+        out = {split: self._named_dataset(raw[split], tags[split]) for split in raw}
+        return finalize_splits(DatasetDict(out), spec, self.seed)
+
+    def _tag_names(self, split: str, ds: "Dataset") -> list[list[str]]:
+        """The split's tags as names, whatever the column holds (ClassLabel ids, strings, ids)."""
+        from datasets import ClassLabel
+
+        from ..data.ner_tags import name_tag_ids
+
+        spec = self.recipe.data
+        for column, field in ((spec.tokens_column, "tokens_column"),
+                              (spec.tags_column, "tags_column")):
+            if column not in ds.column_names:
+                raise DataError(f"the {split} split has no column {column!r} (columns: "
+                                f"{', '.join(ds.column_names)})", field=f"data.{field}",
+                                hint="set data.tokens_column / data.tags_column to the data's "
+                                "columns")
+        tokens, tags = list(ds[spec.tokens_column]), list(ds[spec.tags_column])
+        for row, (words, word_tags) in enumerate(zip(tokens, tags)):
+            if not isinstance(words, list) or not isinstance(word_tags, list):
+                raise DataError(f"{split} split row {row}: tokens and tags must be lists (one "
+                                f"entry per word), got {type(words).__name__} and "
+                                f"{type(word_tags).__name__}", field="data.tokens_column",
+                                hint="token classification needs pre-split words; check the "
+                                "column names")
+            if len(words) != len(word_tags):
+                raise DataError(f"{split} split row {row}: {len(words)} words but "
+                                f"{len(word_tags)} tags", field="data.tags_column",
+                                hint="every word needs exactly one tag")
+        class_label = getattr(ds.features[spec.tags_column], "feature", None)
+        if isinstance(class_label, ClassLabel):
+            return name_tag_ids(split, tags, class_label.names, field="data.tags_column")
+        if any(isinstance(t, str) for row in tags for t in row):
+            return [[str(t) for t in row] for row in tags]
+        if not any(row for row in tags):
+            return tags
+        if not spec.labels:
+            raise DataError(f"the {split} split's tags are integer ids without names",
+                            field="data.labels",
+                            hint="list the tag names in id order in data.labels (e.g. [O, B-PER, "
+                            "I-PER, ...]), or point data.tags_column at a column of string tags")
+        return name_tag_ids(split, tags, spec.labels, field="data.labels")
+
+    def _named_dataset(self, ds: "Dataset", tag_names: list[list[str]]) -> "Dataset":
+        """Tokens plus tag ids of the final label list, typed ``List(ClassLabel(labels))``."""
+        from datasets import ClassLabel, Dataset, Features, List, Value
+
+        spec = self.recipe.data
+        index = {tag: i for i, tag in enumerate(self.labels)}
+        features = Features({spec.tokens_column: List(Value("string")),
+                             spec.tags_column: List(ClassLabel(names=self.labels))})
+        return Dataset.from_dict(
+            {spec.tokens_column: [[str(w) for w in words] for words in ds[spec.tokens_column]],
+             spec.tags_column: [[index[t] for t in row] for row in tag_names]},
+            features=features)
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        logger.warning(message)
+
+    # -- model ------------------------------------------------------------------------------
+    def build_processor(self) -> Any:
+        from ..data.ner_align import require_word_ids
+        from ..models.transformers_backend import load_processor
+
+        self.processor = load_processor(self.recipe.model, self.recipe_dir, "AutoTokenizer")
+        require_word_ids(self.processor, self.recipe.model.processor or self.recipe.model.name)
+        return self.processor
+
+    def build_model(self) -> Any:
+        from ..models.transformers_backend import label_config, load_model
+
+        return load_model(self.recipe.model, self.recipe_dir, self.auto_model_class,
+                          **label_config(self.labels))
+
+    def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
+        from datasets import Dataset, DatasetDict
+
+        from ..data.ner_align import tokenize_and_align
+        from ..data.ner_tags import continuation_labels
+
+        spec = self.recipe.data
+        continuation = continuation_labels(self.labels) if spec.label_all_subwords else None
+        out = {}
+        for split, ds in raw.items():
+            features, stats = tokenize_and_align(
+                self.processor, list(ds[spec.tokens_column]), list(ds[spec.tags_column]),
+                max_length=spec.max_length, continuation=continuation if split == "train" else None)
+            out[split] = Dataset.from_dict(features)
+            for message in stats.notes(split, spec.max_length):
+                self._note(message)
+        return DatasetDict(out)
+
+    def data_collator(self):
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(self.processor)
+
+    # -- metrics ----------------------------------------------------------------------------
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        from ..data.ner_metrics import entity_metrics, word_tag_sequences
+
+        predictions = eval_pred.predictions
+        if isinstance(predictions, tuple):
+            predictions = predictions[0]
+        gold, predicted = word_tag_sequences(predictions, eval_pred.label_ids, self.labels)
+        return entity_metrics(gold, predicted, self.labels)

@@ -1,0 +1,223 @@
+"""Recipe -> Trainer -> run directory.
+
+The flow: load the recipe, check the run directory, build the task's data and model, let the
+strategy prepare the model, train with ``transformers.Trainer`` (accelerate underneath), evaluate on
+validation and test, then let the main process write the run directory: the final model is staged
+in a hidden folder and moved into place, and ``run_info.json`` (``"complete": true``) is written last.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+from .errors import RecipeError
+from .recipe.load import LoadedRecipe, load_recipe
+from .run_dir import (CHECKPOINTS, check_run_dir, find_checkpoint, publish_final, reset_run_dir,
+                      run_directory)
+from .strategies import get_strategy
+from .tasks import get_task_class
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, dict[str, float]]
+    run_info: dict[str, Any]
+
+
+def _strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        out[k[len(prefix) + 1:] if k.startswith(prefix + "_") else k] = v
+    return out
+
+
+def training_arguments(loaded: LoadedRecipe, task, run_dir: Path):
+    """TrainingArguments from our defaults, the task's and the recipe's ``training:`` keys."""
+    from transformers import TrainingArguments
+
+    user = dict(loaded.recipe.training_arguments)
+    if "eval_strategy" in user and "save_strategy" not in user:  # load_best_model_at_end needs both
+        user["save_strategy"] = user["eval_strategy"]
+        if "eval_steps" in user and "save_steps" not in user:
+            user["save_steps"] = user["eval_steps"]
+    defaults: dict[str, Any] = {
+        "num_train_epochs": 3, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
+        "eval_strategy": "epoch", "save_strategy": "epoch", "logging_steps": 10,
+        "load_best_model_at_end": True, "metric_for_best_model": task.default_metric,
+        "greater_is_better": task.greater_is_better, "save_total_limit": 2, "report_to": "none",
+        "save_only_model": False, "dataloader_pin_memory": _has_accelerator(),
+    }
+    defaults.update(task.trainer_kwargs())
+    try:
+        return TrainingArguments(output_dir=str(run_dir / CHECKPOINTS), **{**defaults, **user})
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"TrainingArguments rejected the settings: {e}", file=loaded.path,
+                          field="training", hint="see transformers.TrainingArguments") from None
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def _make_trainer(strategy, **kwargs):
+    from transformers import Trainer
+
+    class SftTrainer(Trainer):
+        """Trainer whose optimizer parameter groups come from the strategy when it has any."""
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                groups = strategy.optimizer_param_groups(model or self.model, self.args)
+                if groups is not None:
+                    cls, opt_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
+                    self.optimizer = cls(groups, **opt_kwargs)
+                    return self.optimizer
+            return super().create_optimizer(model)
+
+    return SftTrainer(**kwargs)
+
+
+def _final_validation(trainer) -> dict[str, float]:
+    """Validation metrics of the model the run ends with, reusing the Trainer's own evaluation of
+    that step when there is one (evaluating the same weights twice costs a full pass)."""
+    state, args = trainer.state, trainer.args
+    step = state.global_step
+    if args.load_best_model_at_end and state.best_model_checkpoint:
+        step = int(state.best_model_checkpoint.rstrip("/").rsplit("-", 1)[-1])
+    for entry in reversed(state.log_history):
+        if entry.get("step") == step and any(k.startswith("eval_") and k != "eval_loss" for k in entry):
+            return {k: v for k, v in entry.items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
+def count_parameters(model) -> dict[str, Any]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable,
+            "trainable_percent": round(100.0 * trainable / max(total, 1), 4)}
+
+
+def train(recipe: Union[str, os.PathLike, LoadedRecipe], overrides: Iterable[str] = (), *,
+          overwrite: bool = False, resume: Union[bool, str, None] = None) -> RunResult:
+    """Train a recipe end to end; returns the run directory and its metrics.
+
+    ``resume``: True for the latest checkpoint in the run directory, or a checkpoint path.
+    """
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides)
+    r = loaded.recipe
+    task = get_task_class(r.task)(r, loaded.base_dir)
+    strategy = get_strategy(r.strategy, task)
+    run_dir = run_directory(loaded)
+    state = PartialState()
+    overwrite = overwrite or r.output.overwrite
+    check_run_dir(run_dir, overwrite=overwrite, resume=bool(resume))
+    checkpoint = find_checkpoint(run_dir, resume) if resume else None
+    if r.hub.push:
+        from .hub import preflight
+
+        preflight(r.hub)
+
+    started = time.time()
+    seed = int(r.training.get("seed", 42))
+    set_seed(seed)
+    with state.main_process_first():
+        raw = task.load_data()
+        task.build_processor()
+        data = task.preprocess(raw)
+    set_seed(seed)
+    model = strategy.prepare(task.build_model())
+    params = count_parameters(model)
+    args = training_arguments(loaded, task, run_dir)
+
+    if state.is_main_process and not resume:
+        reset_run_dir(run_dir)  # only now, after every input check passed
+    state.wait_for_everyone()
+    trainer = _make_trainer(
+        strategy, model=model, args=args, train_dataset=data["train"],
+        eval_dataset=data["validation"], data_collator=task.data_collator(),
+        processing_class=task.processor, compute_metrics=task.compute_metrics,
+        callbacks=strategy.callbacks())
+    train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    metrics = {"train": _strip_prefix(train_output.metrics, "train"),
+               "validation": _strip_prefix(_final_validation(trainer), "eval")}
+    if "test" in data:
+        metrics["test"] = _strip_prefix(trainer.evaluate(data["test"], metric_key_prefix="test"),
+                                        "test")
+    run_info = _run_info(loaded, task, trainer, params, started, state)
+    if state.is_main_process:
+        def write(staging: Path) -> None:
+            strategy.save(trainer.model, staging)
+            task.save_processor(staging)
+            (staging / "recipe.yaml").write_text(loaded.to_yaml(), encoding="utf-8")
+            trainer.state.save_to_json(str(staging / "trainer_state.json"))
+            (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+
+        publish_final(run_dir, write, run_info)
+        _print_summary(run_dir, metrics)
+    state.wait_for_everyone()
+    result = RunResult(run_dir=run_dir, metrics=metrics, run_info=run_info)
+    if r.hub.push and state.is_main_process:
+        from .hub import push_run
+
+        push_run(run_dir, r.hub)
+    return result
+
+
+def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, state) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    from . import __version__
+    from .data.sources import fingerprint
+
+    versions = {"sft_hub": __version__}
+    for lib in ("torch", "transformers", "datasets", "accelerate", "peft", "timm", "huggingface_hub"):
+        try:
+            versions[lib] = __import__(lib).__version__
+        except ImportError:
+            pass
+    device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+              else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    args = trainer.args
+    return {
+        "complete": True,
+        "recipe": loaded.path,
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "task": task.name,
+        "base_model": loaded.recipe.model.name,
+        "strategy": loaded.recipe.strategy.name,
+        "labels": task.labels,
+        "parameters": params,
+        "notes": task.notes,
+        "train_seconds": round(time.time() - started, 2),
+        "hardware": device,
+        "topology": {"num_processes": state.num_processes, "distributed_type": str(
+            state.distributed_type), "mixed_precision": "bf16" if args.bf16 else
+            "fp16" if args.fp16 else "no"},
+        "versions": versions,
+        "data_fingerprint": fingerprint(loaded.recipe.data, loaded.base_dir),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+    }
+
+
+def _print_summary(run_dir: Path, metrics: dict[str, dict[str, float]]) -> None:
+    print(f"\nrun directory: {run_dir}")
+    for split in ("validation", "test"):
+        if split in metrics:
+            shown = {k: v for k, v in metrics[split].items()
+                     if not k.startswith(("runtime", "samples_per", "steps_per", "epoch"))
+                     and isinstance(v, (int, float))}
+            print(f"{split:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))

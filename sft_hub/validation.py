@@ -1,0 +1,23 @@
+"""``sft-hub validate``: schema and local data checks without importing torch or loading a model."""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Union
+
+from .recipe.load import LoadedRecipe, load_recipe
+from .strategies import get_strategy
+from .tasks import get_task_class
+
+
+def validate(recipe: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> LoadedRecipe:
+    """Load and check a recipe: schema, strategy, local files and their columns, labels column."""
+    loaded = load_recipe(recipe, overrides)
+    task = get_task_class(loaded.recipe.task)(loaded.recipe, loaded.base_dir)
+    get_strategy(loaded.recipe.strategy, task)
+    try:
+        task.check_data()
+    except Exception as e:  # name the recipe file on data errors too
+        if getattr(e, "file", "x") is None:
+            e.file = loaded.path
+        raise
+    return loaded
