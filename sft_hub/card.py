@@ -139,14 +139,16 @@ def _duration(seconds: Any) -> str:
 
 # -- metadata -------------------------------------------------------------------------------------
 
-def _dataset_identity(data: dict[str, Any]) -> tuple[str, str]:
+def _dataset_identity(run: RunRecord) -> tuple[str, str]:
     """(model-index dataset type, pretty name): the Hub dataset id, or the local files' folder."""
+    data = run.section("data")
     if data.get("dataset"):
         return data["dataset"], data["dataset"] + (f" ({data['config']})" if data.get("config") else "")
     files = (data.get("files") or {}).get("train")
     first = files[0] if isinstance(files, list) and files else files
-    name = Path(str(first)).resolve().parent.name if first else "local data"
-    return data.get("format") or "local", name
+    folder = Path(str(first)).parent.name if first else ""
+    recipe = Path(str(run.info.get("recipe", ""))).name.split("@")[0].rsplit(".", 1)[0]
+    return data.get("format") or "local", folder or recipe or "local data"
 
 
 def layout(files: Iterable[str]) -> str:
@@ -170,7 +172,7 @@ def card_data(run: RunRecord, *, repo_id: str, kind: str):
     task_cls = run.task_class()
     pipeline_tag = getattr(task_cls, "pipeline_task", None) or run.task
     data = run.section("data")
-    dataset_type, dataset_name = _dataset_identity(data)
+    dataset_type, dataset_name = _dataset_identity(run)
     primary = getattr(task_cls, "default_metric", None)
     results = []
     for split in ("validation", "test"):
@@ -242,23 +244,27 @@ def _usage(run: RunRecord, repo_id: str, kind: str, revision: Optional[str]) -> 
         blocks.append(f'import timm\n\nmodel = timm.create_model("hf-hub:{repo_id}{"@" + revision if rev else ""}", '
                       'pretrained=True)')
     if kind == "adapter":
-        blocks.append(_peft_usage(task_cls, repo_id, rev, ""))
+        blocks.append(_peft_usage(task_cls, run.labels, repo_id, rev, ""))
     else:
         blocks.append(f'from transformers import pipeline\n\nclassifier = pipeline("{pipeline_tag}", '
                       f'model="{repo_id}"{rev})')
     if kind == "both":
-        blocks.append(_peft_usage(task_cls, repo_id, rev, ', subfolder="adapter"'))
+        blocks.append(_peft_usage(task_cls, run.labels, repo_id, rev, ', subfolder="adapter"'))
     return "\n\n".join(f"```python\n{b}\n```" for b in blocks)
 
 
-def _peft_usage(task_cls, repo_id: str, rev: str, subfolder: str) -> str:
-    auto = getattr(task_cls, "auto_model_class", None)
+def _peft_usage(task_cls, labels: list[str], repo_id: str, rev: str, subfolder: str) -> str:
+    """Loading code for the adapter; the label names go to the base model, whose config lacks them."""
+    auto = getattr(task_cls, "auto_model_class", None) or "AutoModel"
     peft_auto = PEFT_AUTO_CLASSES.get(auto)
+    names = (f"labels = {labels!r}\nnames = dict(id2label=dict(enumerate(labels)), "
+             "label2id={label: i for i, label in enumerate(labels)})\n") if labels else "names = {}\n"
     if peft_auto and not subfolder:
-        return f'from peft import {peft_auto}\n\nmodel = {peft_auto}.from_pretrained("{repo_id}"{rev})'
-    return (f"from peft import PeftConfig, PeftModel\nfrom transformers import {auto or 'AutoModel'}\n\n"
+        return (f"from peft import {peft_auto}\n\n{names}"
+                f'model = {peft_auto}.from_pretrained("{repo_id}"{rev}, **names)')
+    return (f"from peft import PeftConfig, PeftModel\nfrom transformers import {auto}\n\n{names}"
             f'config = PeftConfig.from_pretrained("{repo_id}"{rev}{subfolder})\n'
-            f"base = {auto or 'AutoModel'}.from_pretrained(config.base_model_name_or_path)\n"
+            f"base = {auto}.from_pretrained(config.base_model_name_or_path, **names)\n"
             f'model = PeftModel.from_pretrained(base, "{repo_id}"{rev}{subfolder})')
 
 

@@ -22,15 +22,43 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("recipe", help="recipe file (or hf://org/repo/path.yaml)")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
     v.add_argument("--quiet", "-q", action="store_true", help="do not print the resolved recipe")
+    v.add_argument("--plan", action="store_true", help="also build the model and print total and "
+                   "trainable parameters for the recipe's strategy (no training)")
     v.set_defaults(func=_validate)
 
+    pl = sub.add_parser("plan", help="build the model, apply the strategy and print total and "
+                        "trainable parameters, without training")
+    pl.add_argument("recipe", help="recipe file (or hf://org/repo/path.yaml)")
+    pl.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    pl.set_defaults(func=_validate, quiet=True, plan=True)
+
     t = sub.add_parser("train", help="fine-tune, evaluate and save (and push) a recipe")
-    t.add_argument("recipe", help="recipe file (or hf://org/repo/path.yaml)")
+    t.add_argument("recipe", nargs="?", help="recipe file (or hf://org/repo/path.yaml[@revision])")
     t.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    t.add_argument("--from", dest="from_repo", metavar="hf://ORG/MODEL[@REV]",
+                   help="re-run the recipe a model pushed by sft-hub was trained with (instead of RECIPE)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint of the run directory (or this one)")
     t.set_defaults(func=_train)
+
+    from .hub import PUSH_FORMS
+
+    s = sub.add_parser("push", help="push a finished run directory to the Hub (weights, processor, "
+                       "recipe.yaml, model card); settings default to the run's hub: section")
+    s.add_argument("run_dir", help="directory of a finished `sft-hub train` run")
+    s.add_argument("--repo-id", help="<user or organisation>/<name> (default: hub.repo_id)")
+    s.add_argument("--form", choices=PUSH_FORMS,
+                   help="what to push (default: hub.push, else model): the model as saved, the "
+                        "adapter, the merged model, or both (merged at the root, adapter in adapter/)")
+    s.add_argument("--revision", help="branch to push to (default: hub.revision, else main)")
+    visibility = s.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=None,
+                            help="create the repository private (the default)")
+    visibility.add_argument("--public", dest="private", action="store_false",
+                            help="create the repository public")
+    s.add_argument("--message", help="commit message")
+    s.set_defaults(func=_push)
     return p
 
 
@@ -40,6 +68,10 @@ def _validate(args) -> int:
     loaded = validate(args.recipe, args.overrides)
     if not args.quiet:
         print(loaded.to_yaml().rstrip("\n"), flush=True)
+    if args.plan:
+        from .plan import format_plan, plan
+
+        print(format_plan(plan(loaded)), flush=True)
     print(f"# ok: {args.recipe} is valid", file=sys.stderr)
     return 0
 
@@ -47,7 +79,38 @@ def _validate(args) -> int:
 def _train(args) -> int:
     from .training import train
 
-    train(args.recipe, args.overrides, overwrite=args.overwrite, resume=args.resume)
+    recipe, overrides = args.recipe, list(args.overrides)
+    if args.from_repo:
+        recipe, overrides = _recipe_from(args.from_repo, recipe, overrides)
+    elif recipe is None:
+        from .errors import RecipeError
+
+        raise RecipeError("no recipe given", hint="sft-hub train RECIPE.yaml [key=value ...], or "
+                          "sft-hub train --from hf://org/model-repo")
+    train(recipe, overrides, overwrite=args.overwrite, resume=args.resume)
+    return 0
+
+
+def _recipe_from(model_repo: str, recipe: Optional[str], overrides: list[str]) -> tuple[str, list[str]]:
+    """``train --from hf://org/model``: that repo's recipe.yaml, run in ``runs/<model name>``."""
+    from .errors import RecipeError
+    from .hub import parse_hf_ref, recipe_from_model_repo
+
+    if recipe is not None:
+        if "=" not in recipe:
+            raise RecipeError(f"give a recipe or --from, not both (got {recipe!r} and --from {model_repo})",
+                              hint="drop one of them")
+        overrides = [recipe, *overrides]  # argparse took the first override for the recipe
+    if not any(o.split("=", 1)[0].strip() == "output.dir" for o in overrides):
+        overrides.append(f"output.dir=runs/{parse_hf_ref(model_repo).repo_id.split('/')[-1]}")
+    return recipe_from_model_repo(model_repo), overrides
+
+
+def _push(args) -> int:
+    from .hub import push_run
+
+    push_run(args.run_dir, repo_id=args.repo_id, form=args.form, revision=args.revision,
+             private=args.private, commit_message=args.message)
     return 0
 
 

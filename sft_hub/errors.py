@@ -42,3 +42,18 @@ class RunDirError(SftHubError):
 
 class HubError(SftHubError):
     """Talking to the Hugging Face Hub failed (token, permissions, network)."""
+
+
+class attributed_to:
+    """Context manager: a user error raised inside without a file gets ``source`` as its file."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, SftHubError) and exc.file is None:
+            exc.file = self.source
+        return False

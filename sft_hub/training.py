@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Union
 
-from .errors import RecipeError
+from .errors import RecipeError, attributed_to
 from .recipe.load import LoadedRecipe, load_recipe
 from .run_dir import (CHECKPOINTS, check_run_dir, find_checkpoint, publish_final, reset_run_dir,
                       run_directory)
@@ -112,10 +112,15 @@ def train(recipe: Union[str, os.PathLike, LoadedRecipe], overrides: Iterable[str
 
     ``resume``: True for the latest checkpoint in the run directory, or a checkpoint path.
     """
+    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides)
+    with attributed_to(loaded.path):
+        return _train(loaded, overwrite=overwrite, resume=resume)
+
+
+def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, None]) -> RunResult:
     from accelerate import PartialState
     from transformers import set_seed
 
-    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides)
     r = loaded.recipe
     task = get_task_class(r.task)(r, loaded.base_dir)
     strategy = get_strategy(r.strategy, task)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Union
 
+from .errors import attributed_to
 from .recipe.load import LoadedRecipe, load_recipe
 from .strategies import get_strategy
 from .tasks import get_task_class
@@ -14,10 +15,6 @@ def validate(recipe: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> 
     loaded = load_recipe(recipe, overrides)
     task = get_task_class(loaded.recipe.task)(loaded.recipe, loaded.base_dir)
     get_strategy(loaded.recipe.strategy, task)
-    try:
+    with attributed_to(loaded.path):
         task.check_data()
-    except Exception as e:  # name the recipe file on data errors too
-        if getattr(e, "file", "x") is None:
-            e.file = loaded.path
-        raise
     return loaded

@@ -727,7 +727,9 @@ class HubServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
-        self.shutdown()
+        if self._thread is not None:
+            self.shutdown()
+            self._thread = None
         self.server_close()
 
 

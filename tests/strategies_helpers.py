@@ -107,3 +107,7 @@ def write_tokenizer(directory) -> Any:
     tokenizer = BertTokenizerFast(vocab_file=str(path))
     tokenizer.save_pretrained(directory)
     return tokenizer
+
+
+# Parameters of tiny_bert(): embeddings 5376, 2 layers of 6789, pooler 1056, head 99.
+BERT_TOTAL_64 = 5376 + 2 * 6789 + 1056 + 99

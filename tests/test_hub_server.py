@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from hub_server import hub_server  # noqa: F401  (pytest fixture)
+from tests.hub_server import hub_server  # noqa: F401  (pytest fixture)
 
 REPO = "sft-tester/server-check"
 

@@ -226,9 +226,9 @@ def test_minilm_on_wnut17_reaches_nontrivial_entity_f1(tmp_path):
     from sft_hub import train
 
     result = train(RECIPES / "wnut17-minilm-full.yaml", [
-        f"output.dir={tmp_path / 'run'}", "data.files.test=null",
+        f"output.dir={tmp_path / 'run'}",
         "data.max_train_samples=1200", "data.max_eval_samples=300", "data.max_length=64",
         "training.num_train_epochs=2", "training.learning_rate=1e-4",
-        "training.per_device_train_batch_size=16", "training.eval_strategy=no",
-        "training.load_best_model_at_end=false", "training.save_strategy=no"])
+        "training.per_device_train_batch_size=16", "training.eval_strategy='no'",
+        "training.load_best_model_at_end=false", "training.save_strategy='no'"])
     assert result.metrics["validation"]["entity_f1"] > 0.10

@@ -114,8 +114,10 @@ class AdapterStrategy(Strategy):
             merged = copy.deepcopy(model).merge_and_unload()
             merged.save_pretrained(out_dir, safe_serialization=True)
         if self.spec.save in ("adapter", "both"):
+            # The vocabulary is never resized here, so the base embeddings need not be saved (and
+            # peft's "auto" would ask the Hub for the base config to find that out).
             model.save_pretrained(out_dir if self.spec.save == "adapter" else out_dir / "adapter",
-                                  safe_serialization=True)
+                                  safe_serialization=True, save_embedding_layers=False)
 
     def describe(self, model: Any) -> dict[str, Any]:
         from peft.tuners.tuners_utils import BaseTunerLayer
