@@ -40,6 +40,7 @@ class RunRecord:
     recipe: dict[str, Any]
     metrics: dict[str, dict[str, Any]]
     info: dict[str, Any]
+    state: dict[str, Any]  # the Trainer's trainer_state.json
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunRecord":
@@ -56,7 +57,7 @@ class RunRecord:
                                 source=str(run_dir / "recipe.yaml")) or {}
         except OSError:
             recipe = {}
-        return cls(recipe, read_json("metrics.json"), read_json("run_info.json"))
+        return cls(recipe, read_json("metrics.json"), read_json("run_info.json"), read_json("trainer_state.json"))
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.recipe.get(name)
@@ -225,12 +226,17 @@ def _data_text(run: RunRecord) -> str:
         source = f"[{data['dataset']}](https://huggingface.co/datasets/{data['dataset']})"
         if data.get("config"):
             source += f", configuration `{data['config']}`"
-        splits = data.get("splits") or {}
-        source += ", splits " + ", ".join(f"{k}=`{v}`" for k, v in splits.items() if v)
+        splits = {k: v for k, v in (data.get("splits") or {}).items() if v}
+        if splits:
+            source += ", splits " + ", ".join(f"{k}=`{v}`" for k, v in splits.items())
     else:
+        def short(path: Any) -> str:  # the folder and file name, not the trainer's home directory
+            return "/".join(Path(str(path)).parts[-2:])
+
         files = data.get("files") or {}
         source = "local files: " + ", ".join(
-            f"{split} `{', '.join(map(str, v)) if isinstance(v, list) else v}`" for split, v in files.items())
+            f"{split} `{', '.join(map(short, v)) if isinstance(v, list) else short(v)}`"
+            for split, v in files.items())
     limits = [f"{k}={data[k]}" for k in ("max_train_samples", "max_eval_samples") if data.get(k)]
     return source + (f" ({', '.join(limits)})" if limits else "")
 
@@ -301,6 +307,10 @@ def _environment(run: RunRecord) -> str:
     topology = info.get("topology") or {}
     lines = [f"- training time: {_duration(info.get('train_seconds'))}",
              f"- hardware: {info.get('hardware', '?')}"]
+    state = run.state
+    if state.get("global_step"):
+        lines.append(f"- {state['global_step']} optimizer steps over {_fmt(state.get('epoch', '?'))} epochs, "
+                     f"batch size {state.get('train_batch_size', '?')} per device")
     if topology:
         lines.append(f"- processes: {topology.get('num_processes', 1)}, mixed precision: "
                      f"{topology.get('mixed_precision', 'no')}")

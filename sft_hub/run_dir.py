@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Union
 
@@ -57,21 +58,35 @@ def reset_run_dir(run_dir: Path) -> None:
     run_dir.mkdir(parents=True)
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A checkpoint the Trainer finished writing: its ``trainer_state.json``, written after the
+    weights, optimizer and RNG states, is there and parses (a crash can cut a checkpoint short)."""
+    try:
+        return "global_step" in json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def find_checkpoint(run_dir: Path, resume: Union[bool, str]) -> Path:
+    """The checkpoint ``--resume`` continues from: the one given, or the run's latest complete one."""
     if isinstance(resume, str) and resume not in ("", "latest"):
         path = Path(resume)
-        if not (path / "trainer_state.json").is_file():
-            raise RunDirError(f"{path} is not a Trainer checkpoint (no trainer_state.json)",
-                              field="--resume", hint="pass a checkpoint-<step> directory")
+        if not is_checkpoint(path):
+            raise RunDirError(f"{path} is not a complete Trainer checkpoint (no readable "
+                              "trainer_state.json)", field="--resume",
+                              hint="pass a checkpoint-<step> directory")
         return path
-    checkpoints = sorted((p for p in (run_dir / CHECKPOINTS).glob("checkpoint-*")
-                          if (p / "trainer_state.json").is_file()),
-                         key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit()
-                         else -1)
-    if not checkpoints:
-        raise RunDirError(f"no checkpoint to resume from in {run_dir / CHECKPOINTS}",
+    steps = sorted((int(p.name.split("-")[-1]), p)
+                   for p in (run_dir / CHECKPOINTS).glob("checkpoint-*")
+                   if p.name.split("-")[-1].isdigit())
+    complete = [p for _, p in steps if is_checkpoint(p)]
+    if not complete:
+        raise RunDirError(f"no complete checkpoint to resume from in {run_dir / CHECKPOINTS}",
                           field="--resume", hint="train without --resume to start afresh")
-    return checkpoints[-1]
+    if complete[-1] != steps[-1][1]:
+        print(f"note: skipping {steps[-1][1].name}, cut short before it was complete",
+              file=sys.stderr)
+    return complete[-1]
 
 
 def publish_final(run_dir: Path, write: Callable[[Path], None], run_info: dict[str, Any]) -> None:

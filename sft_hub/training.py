@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Union
 
+from .distributed import (GATHERED, check_processes_connected, check_strategy_fits_engine,
+                          command_line, device_arguments, explain_distributed_error,
+                          launcher_precision_as, process_state, save_sharded_model, topology,
+                          use_cpu, weights_are_sharded)
 from .errors import RecipeError, attributed_to
 from .recipe.load import LoadedRecipe, load_recipe
 from .run_dir import (CHECKPOINTS, check_run_dir, find_checkpoint, publish_final, reset_run_dir,
                       run_directory)
 from .strategies import get_strategy
 from .tasks import get_task_class
+from .training_controls import check_model_supports, control_callbacks, trainer_defaults
 
 
 @dataclass
@@ -39,7 +42,11 @@ def _strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 def training_arguments(loaded: LoadedRecipe, task, run_dir: Path):
-    """TrainingArguments from our defaults, the task's and the recipe's ``training:`` keys."""
+    """TrainingArguments from our defaults, the task's and the recipe's ``training:`` keys.
+
+    Device, precision and DDP defaults come from :mod:`sft_hub.distributed` (which also settles
+    the recipe-versus-launcher precision rule).
+    """
     from transformers import TrainingArguments
 
     user = dict(loaded.recipe.training_arguments)
@@ -52,20 +59,17 @@ def training_arguments(loaded: LoadedRecipe, task, run_dir: Path):
         "eval_strategy": "epoch", "save_strategy": "epoch", "logging_steps": 10,
         "load_best_model_at_end": True, "metric_for_best_model": task.default_metric,
         "greater_is_better": task.greater_is_better, "save_total_limit": 2, "report_to": "none",
-        "save_only_model": False, "dataloader_pin_memory": _has_accelerator(),
+        "save_only_model": False, **trainer_defaults(),
     }
+    device, precision = device_arguments(loaded.recipe.training, loaded.path)
+    defaults.update(device)
     defaults.update(task.trainer_kwargs())
     try:
-        return TrainingArguments(output_dir=str(run_dir / CHECKPOINTS), **{**defaults, **user})
+        with launcher_precision_as(precision):
+            return TrainingArguments(output_dir=str(run_dir / CHECKPOINTS), **{**defaults, **user})
     except (ValueError, TypeError) as e:
         raise RecipeError(f"TrainingArguments rejected the settings: {e}", file=loaded.path,
                           field="training", hint="see transformers.TrainingArguments") from None
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def _make_trainer(strategy, **kwargs):
@@ -107,25 +111,32 @@ def count_parameters(model) -> dict[str, Any]:
 
 
 def train(recipe: Union[str, os.PathLike, LoadedRecipe], overrides: Iterable[str] = (), *,
-          overwrite: bool = False, resume: Union[bool, str, None] = None) -> RunResult:
+          overwrite: bool = False, resume: Union[bool, str, None] = None,
+          callbacks: Iterable[Any] = ()) -> RunResult:
     """Train a recipe end to end; returns the run directory and its metrics.
 
     ``resume``: True for the latest checkpoint in the run directory, or a checkpoint path.
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (progress reporting, probes),
+    added after the strategy's and the recipe's own (early stopping).
+
+    Launched by ``accelerate launch`` / ``torchrun``, every process calls this; only the main
+    process writes the run directory, prints the summary and pushes.
     """
     loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides)
     with attributed_to(loaded.path):
-        return _train(loaded, overwrite=overwrite, resume=resume)
+        return _train(loaded, overwrite=overwrite, resume=resume, callbacks=list(callbacks))
 
 
-def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, None]) -> RunResult:
-    from accelerate import PartialState
+def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, None],
+           callbacks: list) -> RunResult:
     from transformers import set_seed
 
     r = loaded.recipe
     task = get_task_class(r.task)(r, loaded.base_dir)
     strategy = get_strategy(r.strategy, task)
     run_dir = run_directory(loaded)
-    state = PartialState()
+    state = process_state(cpu=use_cpu(r.training))
+    check_processes_connected(state)
     overwrite = overwrite or r.output.overwrite
     check_run_dir(run_dir, overwrite=overwrite, resume=bool(resume))
     checkpoint = find_checkpoint(run_dir, resume) if resume else None
@@ -143,6 +154,7 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
         data = task.preprocess(raw)
     set_seed(seed)
     model = strategy.prepare(task.build_model())
+    check_model_supports(model, r.training, r.model.name)
     params = count_parameters(model)
     args = training_arguments(loaded, task, run_dir)
 
@@ -153,17 +165,34 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
         strategy, model=model, args=args, train_dataset=data["train"],
         eval_dataset=data["validation"], data_collator=task.data_collator(),
         processing_class=task.processor, compute_metrics=task.compute_metrics,
-        callbacks=strategy.callbacks())
-    train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        callbacks=[*strategy.callbacks(), *control_callbacks(r.training), *callbacks])
+    check_strategy_fits_engine(strategy, trainer)
+    try:
+        train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except RuntimeError as e:
+        explained = explain_distributed_error(e)
+        if explained is None:
+            raise
+        raise explained from e
     metrics = {"train": _strip_prefix(train_output.metrics, "train"),
                "validation": _strip_prefix(_final_validation(trainer), "eval")}
     if "test" in data:
         metrics["test"] = _strip_prefix(trainer.evaluate(data["test"], metric_key_prefix="test"),
                                         "test")
-    run_info = _run_info(loaded, task, trainer, params, started, state)
+    run_info = _run_info(loaded, task, trainer, params, started, seed=seed, resumed_from=checkpoint)
+    gathered = None
+    if weights_are_sharded(trainer):  # FSDP / DeepSpeed: every process takes part in the gather
+        gathered = run_dir / GATHERED
+        save_sharded_model(trainer, gathered)
+        state.wait_for_everyone()
     if state.is_main_process:
         def write(staging: Path) -> None:
-            strategy.save(trainer.model, staging)
+            if gathered is not None:
+                for item in gathered.iterdir():
+                    os.replace(item, staging / item.name)
+                gathered.rmdir()
+            else:
+                strategy.save(trainer.model, staging)
             task.save_processor(staging)
             (staging / "recipe.yaml").write_text(loaded.to_yaml(), encoding="utf-8")
             trainer.state.save_to_json(str(staging / "trainer_state.json"))
@@ -180,7 +209,8 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     return result
 
 
-def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, state) -> dict[str, Any]:
+def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, seed: int,
+              resumed_from: Union[Path, None]) -> dict[str, Any]:
     import platform
 
     import torch
@@ -188,7 +218,7 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, state
     from . import __version__
     from .data.sources import fingerprint
 
-    versions = {"sft_hub": __version__}
+    versions = {"sft_hub": __version__, "python": platform.python_version()}
     for lib in ("torch", "transformers", "datasets", "accelerate", "peft", "timm", "huggingface_hub"):
         try:
             versions[lib] = __import__(lib).__version__
@@ -196,11 +226,10 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, state
             pass
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
               else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
-    args = trainer.args
     return {
         "complete": True,
         "recipe": loaded.path,
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
         "task": task.name,
         "base_model": loaded.recipe.model.name,
         "strategy": loaded.recipe.strategy.name,
@@ -209,9 +238,10 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, state
         "notes": task.notes,
         "train_seconds": round(time.time() - started, 2),
         "hardware": device,
-        "topology": {"num_processes": state.num_processes, "distributed_type": str(
-            state.distributed_type), "mixed_precision": "bf16" if args.bf16 else
-            "fp16" if args.fp16 else "no"},
+        "topology": topology(trainer),
+        "seed": seed,
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "global_step": trainer.state.global_step,
         "versions": versions,
         "data_fingerprint": fingerprint(loaded.recipe.data, loaded.base_dir),
         "best_checkpoint": trainer.state.best_model_checkpoint,

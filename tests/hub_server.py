@@ -34,6 +34,7 @@ import itertools
 import json
 import re
 import secrets
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -720,6 +721,15 @@ class HubServer(ThreadingHTTPServer):
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every request
         self.url = f"http://{host}:{self.server_address[1]}"
         self._thread: Optional[threading.Thread] = None
+        self._connections: set[socket.socket] = set()  # open keep-alive connections, closed by stop()
+
+    def process_request(self, request, client_address):
+        self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        self._connections.discard(request)
+        super().shutdown_request(request)
 
     def start(self) -> "HubServer":
         self._thread = threading.Thread(target=self.serve_forever, name="hub-server", daemon=True)
@@ -727,10 +737,16 @@ class HubServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        """Stop serving and drop open connections: clients see the Hub go away, as in an outage."""
         if self._thread is not None:
             self.shutdown()
             self._thread = None
         self.server_close()
+        for connection in list(self._connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 # -- pytest fixture -------------------------------------------------------------------------------

@@ -15,6 +15,13 @@ from sft_hub.strategies import get_strategy
 
 HIDDEN, INTERMEDIATE, LABELS, VOCAB = 32, 37, 3, 100
 
+# Hand counts for tiny_bert() (64 positions, 2 token types)
+EMBEDDINGS = 100 * 32 + 64 * 32 + 2 * 32 + 2 * 32  # word, position, token type, LayerNorm = 5376
+LAYER = 4 * (32 * 32 + 32) + 2 * 32 + (32 * 37 + 37) + (37 * 32 + 32) + 2 * 32  # 6789
+POOLER = 32 * 32 + 32
+HEAD = 32 * 3 + 3
+BERT_TOTAL = EMBEDDINGS + 2 * LAYER + POOLER + HEAD  # 20109 for 2 layers
+
 
 def bert_config(layers: int = 2, **extra):
     from transformers import BertConfig
@@ -107,7 +114,3 @@ def write_tokenizer(directory) -> Any:
     tokenizer = BertTokenizerFast(vocab_file=str(path))
     tokenizer.save_pretrained(directory)
     return tokenizer
-
-
-# Parameters of tiny_bert(): embeddings 5376, 2 layers of 6789, pooler 1056, head 99.
-BERT_TOTAL_64 = 5376 + 2 * 6789 + 1056 + 99

@@ -29,7 +29,7 @@ def text_recipe(model_dir: Path, data_dir: Path, out: Path, **sections) -> dict:
             "model": {"name": BASE_ID, "path": str(model_dir)},
             "data": {"files": {split: str(data_dir / f"{split}.csv") for split in ("train", "validation", "test")},
                      "max_length": 16},
-            "training": {"num_train_epochs": 3, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
+            "training": {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
                          "seed": 0, "logging_steps": 50, "disable_tqdm": True, "use_cpu": True},
             "output": {"dir": str(out)}, **sections}
 
@@ -362,7 +362,7 @@ def test_recipes_load_from_the_hub_with_extends_and_revision(hub, tiny_bert_dir,
 
     loaded = load_recipe(f"hf://datasets/{repo}/team/child.yaml")
     assert loaded.recipe.training["learning_rate"] == 1e-3
-    assert loaded.recipe.training["num_train_epochs"] == 3  # from base.yaml, fetched beside it
+    assert loaded.recipe.training["num_train_epochs"] == 2  # from base.yaml, fetched beside it
     assert load_recipe(f"hf://datasets/{repo}/team/child.yaml@v2").recipe.training["learning_rate"] == 2e-3
 
     with pytest.raises(HubError, match="missing.yaml is not in"):

@@ -36,7 +36,8 @@ def test_unknown_tag_in_evaluation_split_names_tag_split_and_row():
 
 def test_integer_tags_are_named_and_out_of_range_ids_are_errors():
     names = ["O", "B-PER", "I-PER"]
-    assert name_tag_ids("train", [[0, 1, 2]], names, field="data.labels") == [["O", "B-PER", "I-PER"]]
+    named = name_tag_ids("train", [[0, 1, 2]], names, field="data.labels")
+    assert named == [["O", "B-PER", "I-PER"]]
     with pytest.raises(DataError, match="row 1: tag id 3"):
         name_tag_ids("train", [[0], [3]], names, field="data.labels")
 

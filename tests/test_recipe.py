@@ -150,3 +150,9 @@ def test_resolved_recipe_round_trips(write_recipe, tmp_path):
     again = write_recipe(loaded.to_yaml(), name="resolved.yaml")
     assert load_recipe(again).to_dict() == loaded.to_dict()
     assert yaml.safe_load(loaded.to_yaml())["strategy"] == {"name": "full"}
+
+
+def test_null_override_unsets_a_key(write_recipe):
+    r = base_recipe(training={"seed": 3, "bf16": True})
+    loaded = load_recipe(write_recipe(r), ["training.bf16=null"])
+    assert loaded.recipe.training == {"seed": 3}

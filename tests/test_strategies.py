@@ -9,14 +9,8 @@ import torch
 from sft_hub.errors import RecipeError
 from sft_hub.recipe.load import load_recipe
 from sft_hub.strategies.layers import discover_layout
-from strategies_helpers import make_strategy, tiny_bert, tiny_timm_wrapper
-
-# Hand counts for tiny_bert (hidden 32, intermediate 37, 2 layers, 3 labels, vocab 100, 64 positions)
-EMBEDDINGS = 100 * 32 + 64 * 32 + 2 * 32 + 2 * 32  # word, position, token type, LayerNorm = 5376
-LAYER = 4 * (32 * 32 + 32) + 2 * 32 + (32 * 37 + 37) + (37 * 32 + 32) + 2 * 32  # 6789
-POOLER = 32 * 32 + 32
-HEAD = 32 * 3 + 3
-BERT_TOTAL = EMBEDDINGS + 2 * LAYER + POOLER + HEAD  # 20109
+from .strategies_helpers import (BERT_TOTAL, HEAD, LAYER, POOLER, make_strategy, tiny_bert,
+                                 tiny_timm_wrapper)
 
 
 def trainable(model) -> int:
@@ -221,3 +215,15 @@ def test_no_groups_without_layer_settings():
     model = strategy.prepare(tiny_bert())
     assert strategy.optimizer_param_groups(model, types.SimpleNamespace(
         learning_rate=1e-3, weight_decay=0.0)) is None  # the Trainer's default groups
+
+
+def test_convnet_default_adapts_ordinary_convolutions():
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=3)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    r = 2
+    expected = sum(r * (c.in_channels * c.kernel_size[0] * c.kernel_size[1] + c.out_channels)
+                   for c in convs) + 512 * 3 + 3  # + the fc head
+    strategy = make_strategy({"name": "lora", "r": r}, peft_task_type=None)
+    assert trainable(strategy.prepare(model)) == expected

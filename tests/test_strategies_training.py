@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from strategies_helpers import (image_batch, logits, make_strategy, snapshot, text_batch,
+from .strategies_helpers import (image_batch, logits, make_strategy, snapshot, text_batch,
                                 tiny_bert, tiny_timm_wrapper, train_steps, write_tokenizer)
 
 ADAPTERS = {

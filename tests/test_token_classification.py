@@ -30,7 +30,8 @@ def toy_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        words, tags = sentence(rng.choice(PEOPLE), rng.choice(CITIES), rng.choice(["lives", "works"]))
+        verb = rng.choice(["lives", "works"])
+        words, tags = sentence(rng.choice(PEOPLE), rng.choice(CITIES), verb)
         rows.append({"tokens": words, "ner_tags": tags})
     return rows
 
@@ -146,7 +147,8 @@ def test_label_all_subwords_and_truncation_are_reported(tmp_path, tiny_bert):
     long_row = {"tokens": long_words + ["today"] * 20 + ["mary"],
                 "ner_tags": long_tags + ["O"] * 20 + ["B-PER"]}
     two_word_name = {"tokens": ["anna", "peter"], "ner_tags": ["B-PER", "I-PER"]}
-    train_file = write_jsonl(tmp_path / "train.jsonl", toy_rows(16, seed=4) + [long_row, two_word_name])
+    train_file = write_jsonl(tmp_path / "train.jsonl",
+                             toy_rows(16, seed=4) + [long_row, two_word_name])
     eval_file = write_jsonl(tmp_path / "eval.jsonl", [long_row, *toy_rows(3, seed=5)])
     data = f"""\
   files:

@@ -72,4 +72,5 @@ def _seqeval_type_names(gold, predicted) -> list[str]:
     """The type order of seqeval's per-class arrays (sorted types found in gold or predictions)."""
     from seqeval.metrics.sequence_labeling import get_entities
 
-    return sorted({t for t, _, _ in get_entities(gold)} | {t for t, _, _ in get_entities(predicted)})
+    return sorted({entity_type for sequences in (gold, predicted)
+                   for entity_type, _, _ in get_entities(sequences)})

@@ -175,6 +175,14 @@ def apply_overrides(data: dict, origins: Origins, overrides: Iterable[str],
                     top_dir: Path) -> tuple[dict, Origins]:
     for item in overrides:
         parts, value = parse_override(item)
+        if value is None:  # key=null unsets the key (back to the schema default)
+            node = data
+            for p in parts[:-1]:
+                node = node.get(p) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(parts[-1], None)
+            origins = {k: o for k, o in origins.items() if k[:len(parts)] != tuple(parts)}
+            continue
         over: dict = {}
         node = over
         for p in parts[:-1]:

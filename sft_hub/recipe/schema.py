@@ -81,6 +81,12 @@ class TrainingExtras(Strict):
         "learning_rate * layer_decay ** (N + 1 - k), embeddings at layer_decay ** (N + 1)")
     head_learning_rate: Optional[float] = Field(
         None, gt=0, description="learning rate of the task head (default: learning_rate)")
+    early_stopping_patience: Optional[int] = Field(
+        None, ge=1, description="stop after this many evaluations in a row without improvement of "
+        "metric_for_best_model (default: the task's metric); needs evaluation (eval_strategy)")
+    early_stopping_threshold: Optional[float] = Field(
+        None, ge=0, description="with early_stopping_patience: the least change of the metric "
+        "that counts as an improvement (default 0)")
 
 
 class OutputSpec(Strict):

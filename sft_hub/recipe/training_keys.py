@@ -13,6 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..training_controls import REPLACED_KEYS, check_controls
 from .schema import TrainingExtras
 
 # Set by sft-hub itself: the run directory decides where checkpoints go.
@@ -69,6 +70,9 @@ def check_training(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
             continue
         if key in ours:
             continue  # checked by the TrainingExtras model
+        if key not in fields and key in REPLACED_KEYS:
+            yield key, REPLACED_KEYS[key]
+            continue
         if key not in fields:
             close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
             yield key, (f"unknown key; did you mean training.{close[0]}?" if close else
@@ -81,3 +85,4 @@ def check_training(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
         ok = isinstance(value, expected) and not (expected != bool and isinstance(value, bool))
         if not ok:
             yield key, f"expected {_type_name(expected)}, got {value!r}"
+    yield from check_controls(training)  # keys that only make sense together

