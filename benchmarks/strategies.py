@@ -9,7 +9,7 @@ per optimizer step (training loop only: no evaluation or checkpoints during trai
 (RSS on CPU; CUDA max allocated on a GPU) and validation accuracy. Ratios are against ``full``
 measured in the same invocation.
 
-    python benchmarks/strategies.py                      # about 15 minutes on 2 CPU cores
+    python benchmarks/strategies.py                      # about 15 minutes on 2 idle CPU cores
     python benchmarks/strategies.py --train-samples 256 --epochs 1 --only full lora   # smoke run
 
 Data: ../shared/data/text/sst2 next to the repository (or --data DIR with train.csv and
@@ -104,12 +104,12 @@ def table(results: dict[str, dict], args) -> str:
     lines = [f"| strategy | trainable | s/step | {kind} | val. accuracy |",
              "|---|---:|---:|---:|---:|"]
     for name, r in results.items():
-        ratio = (f" ({r['s_per_step'] / base['s_per_step']:.2f}x)" if base and name != "full"
-                 else "")
-        mem_ratio = f" ({r['peak_bytes'] / base['peak_bytes']:.2f}x)" if base and name != "full" else ""
+        compared = base is not None and name != "full"
+        ratio = f" ({r['s_per_step'] / base['s_per_step']:.2f}x)" if compared else ""
+        mem_ratio = f" ({r['peak_bytes'] / base['peak_bytes']:.2f}x)" if compared else ""
         lines.append(f"| {name} | {r['trainable_percent']:.2f}% ({r['trainable']:,}) | "
-                     f"{r['s_per_step']:.3f}{ratio} | {r['peak_bytes'] / 2**20:,.0f} MiB{mem_ratio} | "
-                     f"{r['accuracy']:.4f} |")
+                     f"{r['s_per_step']:.3f}{ratio} | {r['peak_bytes'] / 2**20:,.0f} MiB"
+                     f"{mem_ratio} | {r['accuracy']:.4f} |")
     lines.append(f"\nall-MiniLM-L6-v2, SST-2: {args.train_samples} training sentences (seed "
                  f"{args.seed}), {args.epochs} epoch(s), batch {args.batch_size}, max_length "
                  f"{args.max_length}; accuracy on the 872 GLUE validation sentences.")
@@ -119,7 +119,7 @@ def table(results: dict[str, dict], args) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--train-samples", type=int, default=4000)
+    p.add_argument("--train-samples", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
@@ -142,11 +142,16 @@ def main() -> None:
             strategy, lr = STRATEGIES[name]
             slug = name.replace(" ", "_").replace("(", "").replace(")", "")
             recipe = tmp / f"{slug}.yaml"
-            recipe.write_text(recipe_text(strategy, lr, args, tmp / "runs" / slug), encoding="utf-8")
+            recipe.write_text(recipe_text(strategy, lr, args, tmp / "runs" / slug),
+                              encoding="utf-8")
             out = tmp / f"{slug}.json"
             print(f"== {name} (learning rate {lr:g})", flush=True)
-            subprocess.run([sys.executable, __file__, "--run-one", str(recipe), str(out)],
-                           check=True, env=env, stdout=subprocess.DEVNULL)
+            log = tmp / f"{slug}.log"
+            with open(log, "w") as sink:
+                command = [sys.executable, __file__, "--run-one", str(recipe), str(out)]
+                done = subprocess.run(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+            if done.returncode:
+                sys.exit(f"{name} failed:\n{log.read_text()[-4000:]}")
             results[name] = json.loads(out.read_text())
             print(json.dumps(results[name]), flush=True)
     print()

@@ -28,8 +28,9 @@ KNOWN_METRICS = {
     "token_accuracy": ("accuracy", "Token accuracy", None),
     "loss": ("loss", "Loss", None),
 }
-PEFT_AUTO_CLASSES = {"AutoModelForSequenceClassification": "AutoPeftModelForSequenceClassification",
-                     "AutoModelForTokenClassification": "AutoPeftModelForTokenClassification"}
+PEFT_AUTO_CLASSES = {  # peft has no AutoPeftModel class for the other tasks
+    "AutoModelForSequenceClassification": "AutoPeftModelForSequenceClassification",
+    "AutoModelForTokenClassification": "AutoPeftModelForTokenClassification"}
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
 
@@ -57,7 +58,8 @@ class RunRecord:
                                 source=str(run_dir / "recipe.yaml")) or {}
         except OSError:
             recipe = {}
-        return cls(recipe, read_json("metrics.json"), read_json("run_info.json"), read_json("trainer_state.json"))
+        return cls(recipe, read_json("metrics.json"), read_json("run_info.json"),
+                   read_json("trainer_state.json"))
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.recipe.get(name)
@@ -81,7 +83,8 @@ class RunRecord:
 
     @property
     def labels(self) -> list[str]:
-        return [str(label) for label in self.info.get("labels") or self.section("data").get("labels") or []]
+        labels = self.info.get("labels") or self.section("data").get("labels") or []
+        return [str(label) for label in labels]
 
     def task_class(self):
         from .tasks import get_task_class
@@ -95,7 +98,7 @@ class RunRecord:
 # -- metric helpers -------------------------------------------------------------------------------
 
 def _per_class_names(metrics: dict[str, Any], labels: list[str]) -> list[str]:
-    """Classes with their own figures: ``f1_<label>`` (classification) or ``<type>_support`` (NER)."""
+    """Classes with their own figures: ``f1_<label>`` (classification), ``<type>_support`` (NER)."""
     names = [label for label in labels if f"f1_{label}" in metrics]
     names += sorted(k[: -len("_support")] for k in metrics if k.endswith("_support"))
     return names
@@ -123,7 +126,8 @@ def _fmt(value: Any) -> str:
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) if c is not None else "–" for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_fmt(c) if c is not None else "–" for c in row) + " |"
+              for row in rows]
     return "\n".join(lines)
 
 
@@ -144,7 +148,8 @@ def _dataset_identity(run: RunRecord) -> tuple[str, str]:
     """(model-index dataset type, pretty name): the Hub dataset id, or the local files' folder."""
     data = run.section("data")
     if data.get("dataset"):
-        return data["dataset"], data["dataset"] + (f" ({data['config']})" if data.get("config") else "")
+        config = f" ({data['config']})" if data.get("config") else ""
+        return data["dataset"], data["dataset"] + config
     files = (data.get("files") or {}).get("train")
     first = files[0] if isinstance(files, list) and files else files
     folder = Path(str(first)).parent.name if first else ""
@@ -153,7 +158,8 @@ def _dataset_identity(run: RunRecord) -> tuple[str, str]:
 
 
 def layout(files: Iterable[str]) -> str:
-    """What the pushed files hold: ``adapter`` (at the root), ``both`` (model + ``adapter/``) or ``model``."""
+    """What the pushed files hold: ``adapter`` (at the root), ``both`` (a model and ``adapter/``)
+    or ``model``."""
     files = set(files)
     if "adapter_config.json" in files:
         return "adapter"
@@ -186,26 +192,31 @@ def card_data(run: RunRecord, *, repo_id: str, kind: str):
                 metric_name=f"{metric_name} ({split})", metric_config=config,
                 metric_value=round(float(figures[key]), 6)))
     hub = run.section("hub")
-    strategy = run.strategy.get("name", "full")
-    tags = list(dict.fromkeys(["sft-hub", run.task, strategy, *(["peft"] if library_name(run, kind) == "peft" else []),
-                               *(["timm"] if run.backend == "timm" else []), *(hub.get("tags") or [])]))
-    base_model = run.base_model if "/" in run.base_model and run.section("model").get("pretrained", True) else None
+    library = library_name(run, kind)
+    tags = ["sft-hub", run.task, run.strategy.get("name", "full"),
+            *([library] if library != "transformers" else []), *(hub.get("tags") or [])]
+    # base_model must be a Hub model id; a timm registry name or random weights have none
+    pretrained = run.section("model").get("pretrained", True)
+    base_model = run.base_model if "/" in run.base_model and pretrained else None
     return ModelCardData(
         base_model=base_model, datasets=[data["dataset"]] if data.get("dataset") else None,
-        library_name=library_name(run, kind), license=hub.get("license"), pipeline_tag=pipeline_tag,
-        tags=tags, model_name=repo_id.split("/")[-1], eval_results=results or None)
+        library_name=library, license=hub.get("license"), pipeline_tag=pipeline_tag,
+        tags=list(dict.fromkeys(tags)), model_name=repo_id.split("/")[-1],
+        eval_results=results or None)
 
 
 # -- body -----------------------------------------------------------------------------------------
 
 def _strategy_text(run: RunRecord) -> str:
     spec = run.strategy
-    options = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name" and v not in (None, [], {}))
+    options = ", ".join(f"{k}={v}" for k, v in spec.items()
+                        if k != "name" and v not in (None, [], {}))
     text = f"`{spec.get('name', 'full')}`" + (f" ({options})" if options else "")
     params = run.info.get("parameters") or {}
     if params.get("total"):
-        text += (f"; {params.get('trainable', 0):,} of {params['total']:,} parameters trained "
-                 f"({params.get('trainable_percent', 100 * params.get('trainable', 0) / params['total']):.2f}%)")
+        trainable = params.get("trainable", 0)
+        percent = params.get("trainable_percent", 100 * trainable / params["total"])
+        text += f"; {trainable:,} of {params['total']:,} parameters trained ({percent:.2f}%)"
     return text
 
 
@@ -217,7 +228,6 @@ def _weights_text(run: RunRecord, kind: str) -> str:
     if run.strategy.get("name", "full") in ("full", "freeze"):
         return "the full fine-tuned model"
     return "the full model, with the adapter merged into the base weights"
-
 
 
 def _data_text(run: RunRecord) -> str:
@@ -247,24 +257,26 @@ def _usage(run: RunRecord, repo_id: str, kind: str, revision: Optional[str]) -> 
     rev = f', revision="{revision}"' if revision and revision != "main" else ""
     blocks = []
     if run.backend == "timm" and kind != "adapter":
-        blocks.append(f'import timm\n\nmodel = timm.create_model("hf-hub:{repo_id}{"@" + revision if rev else ""}", '
-                      'pretrained=True)')
+        at = f"@{revision}" if rev else ""
+        blocks.append(f'import timm\n\nmodel = timm.create_model("hf-hub:{repo_id}{at}", '
+                      "pretrained=True)")
     if kind == "adapter":
         blocks.append(_peft_usage(task_cls, run.labels, repo_id, rev, ""))
     else:
-        blocks.append(f'from transformers import pipeline\n\nclassifier = pipeline("{pipeline_tag}", '
-                      f'model="{repo_id}"{rev})')
+        blocks.append("from transformers import pipeline\n\n"
+                      f'classifier = pipeline("{pipeline_tag}", model="{repo_id}"{rev})')
     if kind == "both":
         blocks.append(_peft_usage(task_cls, run.labels, repo_id, rev, ', subfolder="adapter"'))
     return "\n\n".join(f"```python\n{b}\n```" for b in blocks)
 
 
 def _peft_usage(task_cls, labels: list[str], repo_id: str, rev: str, subfolder: str) -> str:
-    """Loading code for the adapter; the label names go to the base model, whose config lacks them."""
+    """Code that loads the adapter; label names go to the base model, whose config lacks them."""
     auto = getattr(task_cls, "auto_model_class", None) or "AutoModel"
     peft_auto = PEFT_AUTO_CLASSES.get(auto)
     names = (f"labels = {labels!r}\nnames = dict(id2label=dict(enumerate(labels)), "
-             "label2id={label: i for i, label in enumerate(labels)})\n") if labels else "names = {}\n"
+             "label2id={label: i for i, label in enumerate(labels)})\n"
+             if labels else "names = {}\n")
     if peft_auto and not subfolder:
         return (f"from peft import {peft_auto}\n\n{names}"
                 f'model = {peft_auto}.from_pretrained("{repo_id}"{rev}, **names)')
@@ -280,16 +292,21 @@ def _metrics_section(run: RunRecord) -> str:
         return "No evaluation metrics were recorded."
     overall = {s: overall_metrics(run.metrics[s], run.labels) for s in splits}
     keys = list(dict.fromkeys(k for s in splits for k in overall[s]))
-    parts = [_table(["metric", *splits], [[KNOWN_METRICS.get(k, (k, k))[1], *(overall[s].get(k) for s in splits)]
-                                         for k in keys])]
+    rows = [[KNOWN_METRICS.get(k, (k, k))[1], *(overall[s].get(k) for s in splits)] for k in keys]
+    parts = [_table(["metric", *splits], rows)]
     for split in splits:
         names = _per_class_names(run.metrics[split], run.labels)
         if not names:
             continue
         figures = run.metrics[split]
-        fields = [f for f in PER_CLASS_FIELDS if any(f"{n}_{f}" in figures for n in names)] or ["f1"]
-        rows = [[n, *(figures.get(f"{n}_{f}", figures.get(f"f1_{n}") if f == "f1" else None) for f in fields)]
-                for n in names]
+
+        def value(name: str, column: str):  # NER: <type>_<column>; classification: f1_<label>
+            fallback = figures.get(f"f1_{name}") if column == "f1" else None
+            return figures.get(f"{name}_{column}", fallback)
+
+        fields = [f for f in PER_CLASS_FIELDS
+                  if any(f"{n}_{f}" in figures for n in names)] or ["f1"]
+        rows = [[n, *(value(n, f) for f in fields)] for n in names]
         parts.append(f"Per class ({split}):\n\n" + _table(["class", *fields], rows))
     return "\n\n".join(parts)
 
@@ -309,8 +326,9 @@ def _environment(run: RunRecord) -> str:
              f"- hardware: {info.get('hardware', '?')}"]
     state = run.state
     if state.get("global_step"):
-        lines.append(f"- {state['global_step']} optimizer steps over {_fmt(state.get('epoch', '?'))} epochs, "
-                     f"batch size {state.get('train_batch_size', '?')} per device")
+        lines.append(f"- {state['global_step']} optimizer steps over "
+                     f"{_fmt(state.get('epoch', '?'))} epochs, batch size "
+                     f"{state.get('train_batch_size', '?')} per device")
     if topology:
         lines.append(f"- processes: {topology.get('num_processes', 1)}, mixed precision: "
                      f"{topology.get('mixed_precision', 'no')}")
@@ -322,19 +340,21 @@ def _environment(run: RunRecord) -> str:
 
 def _reproduce(run: RunRecord, repo_id: str, revision: Optional[str]) -> str:
     at = f"@{revision}" if revision and revision != "main" else ""
-    text = ("The exact recipe of this run is `recipe.yaml` in this repository. To train it again:\n\n"
-            f"```bash\npip install sft-hub\nsft-hub train --from hf://{repo_id}{at}\n"
+    text = ("The exact recipe of this run is `recipe.yaml` in this repository. To train it "
+            f"again:\n\n```bash\npip install sft-hub\nsft-hub train --from hf://{repo_id}{at}\n"
             f"# the same: sft-hub train hf://{repo_id}/recipe.yaml{at}\n```\n\n"
             f"The recipe pushes to `{repo_id}` again when your token can write there; add "
-            "`hub.repo_id=<you>/<name>` to publish elsewhere, or `hub.push=null` to keep the run local.")
+            "`hub.repo_id=<you>/<name>` to publish elsewhere, or `hub.push=null` to keep the run "
+            "local.")
     if not run.section("data").get("dataset"):
         text += (" The data are local files: relative paths are read from the directory you run in "
                  "(override them with e.g. `data.files.train=path/to/train.csv`).")
     return text
 
 
-def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str], revision: Optional[str] = None) -> str:
-    """README.md text for ``run_dir`` pushed to ``repo_id``; ``files`` are the paths pushed with it."""
+def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str],
+               revision: Optional[str] = None) -> str:
+    """README.md text for ``run_dir`` pushed to ``repo_id``; ``files``: the paths pushed with it."""
     files = list(files)
     run = RunRecord.load(Path(run_dir))
     kind = layout(files)
@@ -345,13 +365,15 @@ def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str], revision: O
     if not run.section("model").get("pretrained", True):
         base_link += " (architecture only: trained from random weights)"
     labels = run.labels
-    rows = [["Task", f"`{run.task}`"], ["Base model", base_link], ["Strategy", _strategy_text(run)],
-            ["Weights in this repository", _weights_text(run, kind)], ["Training data", _data_text(run)],
-            ["Labels", f"{len(labels)}: " + ", ".join(f"`{label}`" for label in labels) if labels else "?"]]
+    label_list = f"{len(labels)}: " + ", ".join(f"`{label}`" for label in labels) if labels else "?"
+    rows = [["Task", f"`{run.task}`"], ["Base model", base_link],
+            ["Strategy", _strategy_text(run)],
+            ["Weights in this repository", _weights_text(run, kind)],
+            ["Training data", _data_text(run)], ["Labels", label_list]]
     sections = [
         f"# {name}",
-        f"{base_link} fine-tuned for **{run.task}** with [sft-hub](https://pypi.org/project/sft-hub/) "
-        "from a declarative recipe (`recipe.yaml` in this repository).",
+        f"{base_link} fine-tuned for **{run.task}** with sft-hub from a declarative recipe "
+        "(`recipe.yaml` in this repository).",
         _table(["", ""], rows),
         "## Usage", _usage(run, repo_id, kind, revision),
         "## Evaluation", _metrics_section(run),

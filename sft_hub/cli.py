@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", nargs="?", help="recipe file (or hf://org/repo/path.yaml[@revision])")
     t.add_argument("overrides", nargs="*", metavar="key.sub=value")
     t.add_argument("--from", dest="from_repo", metavar="hf://ORG/MODEL[@REV]",
-                   help="re-run the recipe a model pushed by sft-hub was trained with (instead of RECIPE)")
+                   help="re-run the recipe a model pushed by sft-hub was trained with "
+                        "(instead of RECIPE)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint of the run directory (or this one)")
@@ -49,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", help="directory of a finished `sft-hub train` run")
     s.add_argument("--repo-id", help="<user or organisation>/<name> (default: hub.repo_id)")
     s.add_argument("--form", choices=PUSH_FORMS,
-                   help="what to push (default: hub.push, else model): the model as saved, the "
-                        "adapter, the merged model, or both (merged at the root, adapter in adapter/)")
+                   help="what to push (default: hub.push, else model): the model as saved, "
+                        "the adapter, the merged model, or both (merged at the root, adapter in "
+                        "adapter/)")
     s.add_argument("--revision", help="branch to push to (default: hub.revision, else main)")
     visibility = s.add_mutually_exclusive_group()
     visibility.add_argument("--private", dest="private", action="store_true", default=None,
@@ -91,15 +93,16 @@ def _train(args) -> int:
     return 0
 
 
-def _recipe_from(model_repo: str, recipe: Optional[str], overrides: list[str]) -> tuple[str, list[str]]:
+def _recipe_from(model_repo: str, recipe: Optional[str],
+                 overrides: list[str]) -> tuple[str, list[str]]:
     """``train --from hf://org/model``: that repo's recipe.yaml, run in ``runs/<model name>``."""
     from .errors import RecipeError
     from .hub import parse_hf_ref, recipe_from_model_repo
 
     if recipe is not None:
         if "=" not in recipe:
-            raise RecipeError(f"give a recipe or --from, not both (got {recipe!r} and --from {model_repo})",
-                              hint="drop one of them")
+            raise RecipeError(f"give a recipe or --from, not both (got {recipe!r} and --from "
+                              f"{model_repo})", hint="drop one of them")
         overrides = [recipe, *overrides]  # argparse took the first override for the recipe
     if not any(o.split("=", 1)[0].strip() == "output.dir" for o in overrides):
         overrides.append(f"output.dir=runs/{parse_hf_ref(model_repo).repo_id.split('/')[-1]}")

@@ -24,7 +24,8 @@ from .run_dir import (CHECKPOINTS, check_run_dir, find_checkpoint, publish_final
                       run_directory)
 from .strategies import get_strategy
 from .tasks import get_task_class
-from .training_controls import check_model_supports, control_callbacks, trainer_defaults
+from .training_controls import (check_model_supports, control_callbacks, declare_batch_mean_loss,
+                                trainer_defaults)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     if r.hub.push:
         from .hub import preflight
 
-        preflight(r.hub)
+        preflight(r.hub, strategy=r.strategy)
 
     started = time.time()
     seed = int(r.training.get("seed", 42))
@@ -155,6 +156,7 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     set_seed(seed)
     model = strategy.prepare(task.build_model())
     check_model_supports(model, r.training, r.model.name)
+    declare_batch_mean_loss(model)
     params = count_parameters(model)
     args = training_arguments(loaded, task, run_dir)
 

@@ -111,3 +111,16 @@ def check_model_supports(model: Any, training: dict[str, Any], model_name: Optio
             "activation checkpointing", field=f"training.{key}",
             hint=f"remove training.{key}; lower per_device_train_batch_size and raise "
                  "gradient_accumulation_steps to save memory instead")
+
+
+def declare_batch_mean_loss(model: Any) -> None:
+    """Tell the Trainer that the model's loss is a mean over its own batch.
+
+    The task heads (sequence, token and image classification) average their loss over the batch
+    they are given and ignore the Trainer's ``num_items_in_batch``. Their ``forward`` still takes
+    ``**kwargs``, from which the Trainer concludes the opposite, and then neither divides the loss
+    by ``gradient_accumulation_steps`` nor undoes DDP's averaging: gradients come out
+    ``gradient_accumulation_steps`` x ``num_processes`` too large, which changes clipping and the
+    logged loss. ``accepts_loss_kwargs = False`` is the switch transformers models use to say so.
+    """
+    _base_model(model).accepts_loss_kwargs = False

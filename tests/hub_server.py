@@ -657,8 +657,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         commit = store.new_commit(repo, head.oid, files, header.get("summary") or "update",
                                   header.get("description") or "")
         repo.branches[revision] = commit.oid
-        self._json({"success": True, "commitOid": commit.oid, "pullRequestUrl": None, "hookOutput": "",
-                    "commitUrl": f"{self.server.url}/{URL_PREFIX[repo.repo_type]}{repo.repo_id}/commit/{commit.oid}"})
+        repo_url = f"{self.server.url}/{URL_PREFIX[repo.repo_type]}{repo.repo_id}"
+        self._json({"success": True, "commitOid": commit.oid, "pullRequestUrl": None,
+                    "hookOutput": "", "commitUrl": f"{repo_url}/commit/{commit.oid}"})
 
     def _lfs_api(self, repo_type: str, repo_id: str, rest: list[str]) -> None:
         repo = self._repo(repo_type, repo_id, write=True)
@@ -676,9 +677,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 if oid not in store.lfs_objects:
                     key = secrets.token_urlsafe(16)
                     store.pending_uploads[key] = (oid, size)
-                    verify = f"{self.server.url}/{URL_PREFIX[repo_type]}{repo.repo_id}.git/info/lfs/objects/verify"
-                    answer["actions"] = {"upload": {"href": f"{self.server.url}/lfs-upload/{oid}?key={key}"},
-                                         "verify": {"href": verify}}
+                    repo_url = f"{self.server.url}/{URL_PREFIX[repo_type]}{repo.repo_id}"
+                    answer["actions"] = {
+                        "upload": {"href": f"{self.server.url}/lfs-upload/{oid}?key={key}"},
+                        "verify": {"href": f"{repo_url}.git/info/lfs/objects/verify"}}
                 objects.append(answer)
             return self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
                               content_type="application/vnd.git-lfs+json")

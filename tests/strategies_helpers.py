@@ -74,7 +74,8 @@ def text_batch(n: int = 6, seed: int = 1) -> dict[str, torch.Tensor]:
 
 def image_batch(n: int = 6, seed: int = 1) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"pixel_values": torch.randn(n, 3, 32, 32, generator=g), "labels": torch.arange(n) % LABELS}
+    return {"pixel_values": torch.randn(n, 3, 32, 32, generator=g),
+            "labels": torch.arange(n) % LABELS}
 
 
 def train_steps(model: Any, strategy, batch: dict, steps: int = 4, lr: float = 1e-2) -> None:

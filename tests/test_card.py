@@ -83,7 +83,8 @@ def test_summary_says_what_how_and_how_well(text_run):
                                        files=["config.json", "model.safetensors", "adapter/adapter_config.json"]))
     assert meta["library_name"] == "transformers"  # merged weights at the root
     assert "# sst2-minilm" in body
-    assert "[sentence-transformers/all-MiniLM-L6-v2](https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2)" in body
+    base = "sentence-transformers/all-MiniLM-L6-v2"
+    assert f"[{base}](https://huggingface.co/{base})" in body
     assert "`lora` (r=16, alpha=32.0, save=both); 74,498 of 22,713,986 parameters trained (0.33%)" in body
     assert "merged model at the root, the PEFT adapter in `adapter/`" in body
     assert "[stanfordnlp/sst2](https://huggingface.co/datasets/stanfordnlp/sst2)" in body

@@ -81,7 +81,8 @@ def hub(hub_server, tiny_bert_dir):
 def predictions(model: str, **kwargs) -> list[tuple[str, float]]:
     from transformers import pipeline
 
-    return [(p["label"], round(p["score"], 5)) for p in pipeline("text-classification", model=model, **kwargs)(TEXTS)]
+    classify = pipeline("text-classification", model=model, **kwargs)
+    return [(p["label"], round(p["score"], 5)) for p in classify(TEXTS)]
 
 
 def logits(model, tokenizer_source: str):
@@ -191,16 +192,17 @@ def test_merged_and_both_pushes(hub, runs):
     assert 'subfolder="adapter"' in files["README.md"].decode()
 
 
-def test_forms_the_run_cannot_provide_are_refused(hub, runs):
+def test_model_form_pushes_what_the_run_saved_and_missing_forms_are_refused(hub, runs):
     from sft_hub.hub import push_run
 
     with pytest.raises(RunDirError, match="no adapter"):
         push_run(runs["full"], repo_id="sft-tester/x", form="adapter")
     with pytest.raises(RunDirError, match="no merged model"):
         push_run(runs["adapter"], repo_id="sft-tester/x", form="merged")
-    # `model` pushes what the run saved: here the adapter, published as a peft repository
-    push_run(runs["adapter"], repo_id="sft-tester/spam-adapter-root")
+    push_run(runs["adapter"], repo_id="sft-tester/spam-adapter-root")  # an adapter run: a peft repo
     assert card_metadata(hub.files("sft-tester/spam-adapter-root"))["library_name"] == "peft"
+    push_run(runs["lora"], repo_id="sft-tester/spam-as-saved")  # save: both -> both, as in the run
+    assert {"model.safetensors", "adapter/adapter_model.safetensors"} <= set(hub.files("sft-tester/spam-as-saved"))
 
 
 def test_repush_replaces_the_previous_form(hub, runs):
@@ -405,42 +407,74 @@ def test_train_from_a_pushed_model_reruns_its_recipe(hub, runs, tmp_path, capsys
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_timm_push_loads_with_timm_and_pipeline(hub, tmp_path):
+def test_timm_push_loads_with_timm_and_pipeline(hub_server, tmp_path):
     import timm
     import torch
+    from PIL import Image
     from transformers import pipeline
 
-    from tests.conftest import SHARED
     from sft_hub.hub import push_run
     from sft_hub.training import train
 
-    digits = SHARED / "data" / "image" / "digits" / "train"
-    if not digits.is_dir():
-        pytest.skip("../shared/data/image/digits is not available")
-    data = tmp_path / "digits"
-    for label in ("0", "1", "7"):
+    data = tmp_path / "shapes"  # an image folder: one colour per class, with noise
+    g = torch.Generator().manual_seed(0)
+    for label, colour in (("red", (200, 30, 30)), ("green", (30, 200, 30)), ("blue", (30, 30, 200))):
         (data / label).mkdir(parents=True)
-        for image in sorted((digits / label).iterdir())[:8]:
-            shutil.copy(image, data / label / image.name)
-    recipe = write_yaml(tmp_path / "digits.yaml", {
+        for i in range(8):
+            pixels = (torch.tensor(colour).view(1, 1, 3) + torch.randint(-30, 30, (32, 32, 3), generator=g))
+            Image.fromarray(pixels.clamp(0, 255).to(torch.uint8).numpy()).save(data / label / f"{i}.png")
+    recipe = write_yaml(tmp_path / "shapes.yaml", {
         "task": "image-classification", "model": {"name": "test_resnet", "backend": "timm", "pretrained": False},
         "data": {"files": {"train": str(data)}, "image_size": 32, "validation_split": 0.25},
         "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "use_cpu": True, "seed": 0,
                      "disable_tqdm": True},
         "output": {"dir": str(tmp_path / "run")}})
     run = train(recipe).run_dir
-    push_run(run, repo_id="sft-tester/digits-timm")
-    meta = card_metadata(hub.files("sft-tester/digits-timm"))
+    push_run(run, repo_id="sft-tester/shapes-timm")
+    meta = card_metadata(hub_server.files("sft-tester/shapes-timm"))
     assert meta["library_name"] == "timm" and "base_model" not in meta  # random init: no base weights
 
-    model = timm.create_model("hf-hub:sft-tester/digits-timm", pretrained=True).eval()
+    model = timm.create_model("hf-hub:sft-tester/shapes-timm", pretrained=True).eval()
     local = timm.create_model(f"local-dir:{run}", pretrained=True).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), local(x))
-    images = sorted((data / "7").iterdir())[:2]
-    from PIL import Image
+    batch = [Image.open(p).convert("RGB") for p in sorted((data / "blue").iterdir())[:2]]
+    pushed = pipeline("image-classification", model="sft-tester/shapes-timm")(batch)
+    assert pushed == pipeline("image-classification", model=str(run))(batch)
+    assert {p["label"] for row in pushed for p in row} == {"red", "green", "blue"}  # real label names
 
-    batch = [Image.open(p).convert("RGB") for p in images]
-    assert pipeline("image-classification", model="sft-tester/digits-timm")(batch) == \
-        pipeline("image-classification", model=str(run))(batch)
+
+def test_only_the_main_process_pushes(hub, runs, monkeypatch):
+    from accelerate.state import PartialState
+
+    from sft_hub.hub import push_run
+
+    PartialState()  # initialised, as under `accelerate launch`
+    monkeypatch.setattr(PartialState, "is_main_process", property(lambda self: False))
+    requests = len(hub.server.log)
+    assert push_run(runs["full"], repo_id="sft-tester/other-rank") is None
+    assert len(hub.server.log) == requests  # not a single request from a non-main process
+
+
+@pytest.mark.parametrize("strategy, push, match", [
+    ({"name": "full"}, "adapter", "strategy 'full' trains the model itself"),
+    ({"name": "lora", "save": "adapter"}, "merged", "needs strategy.save: merged or both"),
+    ({"name": "lora", "save": "merged"}, "both", "needs strategy.save: both"),
+    ({"name": "lora", "save": "both"}, "adapter", None),
+    ({"name": "full"}, "merged", None),
+])
+def test_preflight_checks_the_strategy_saves_the_pushed_form(hub_server, strategy, push, match):
+    from sft_hub.errors import RecipeError
+    from sft_hub.hub import preflight
+    from sft_hub.recipe.schema import recipe_model
+
+    recipe = recipe_model("text-classification").model_validate({
+        "task": "text-classification", "model": {"name": BASE_ID}, "data": {"files": {"train": "x.csv"}},
+        "strategy": strategy, "hub": {"repo_id": "sft-tester/form", "push": push}})
+    if match is None:
+        assert preflight(recipe.hub, strategy=recipe.strategy) == hub_server.user
+    else:
+        with pytest.raises(RecipeError, match=match):
+            preflight(recipe.hub, strategy=recipe.strategy)
+        assert not hub_server.server.log  # refused before talking to the Hub

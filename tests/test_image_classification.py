@@ -144,6 +144,28 @@ def test_hub_style_image_feature_column(tiny_vit, write_recipe, tmp_path):
     assert json.loads((result.run_dir / "run_info.json").read_text())["labels"] == ["dark", "light"]
 
 
+def test_lora_and_freeze_on_the_timm_backend(image_folders, write_recipe, tmp_path):
+    """Strategies see the timm model inside the wrapper: LoRA on its linear layers with the head
+    saved, merged into a run root that timm loads; freeze trains the head only."""
+    import timm
+
+    base = recipe_for({"name": "test_vit", "backend": "timm", "pretrained": False},
+                      {"files": {"train": "images/train"}, "image_size": 32,
+                       "augmentation": "none"}, tmp_path)
+    lora = {**base, "strategy": {"name": "lora", "r": 4, "save": "both"}}
+    run = train(write_recipe(lora, "lora.yaml")).run_dir
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    native = timm.create_model(f"local-dir:{run}", pretrained=True)
+    assert native.pretrained_cfg["label_names"] == ["dark", "light"]
+
+    freeze = {**base, "strategy": {"name": "freeze", "train_last_n_layers": 0},
+              "output": {"dir": str(tmp_path / "freeze")}}
+    info = json.loads((train(write_recipe(freeze, "freeze.yaml")).run_dir / "run_info.json")
+                      .read_text())
+    head = native.get_classifier()
+    assert info["parameters"]["trainable"] == sum(p.numel() for p in head.parameters())
+
+
 # -- bad images -----------------------------------------------------------------------------------
 def _corrupt(image_folders: Path) -> Path:
     bad = image_folders / "train" / "dark" / "broken.png"

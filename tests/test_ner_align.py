@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from sft_hub.data.ner_align import (IGNORE_INDEX, align_labels, require_word_ids,
-                                    tokenize_and_align)
+from sft_hub.data.ner_align import (IGNORE_INDEX, align_labels, needs_prefix_space,
+                                    require_word_ids, tokenize_and_align)
 from sft_hub.data.ner_tags import continuation_labels
 from sft_hub.errors import DataError
 
@@ -58,6 +58,23 @@ def test_words_without_subwords_are_counted(tokenizer):
     assert features["labels"] == [[X, 1, 0, X]]
     assert (stats.words_without_subwords, stats.truncated_sentences) == (1, 0)
     assert "produce no subword" in stats.notes("train", 32)[0]
+
+
+def test_byte_level_tokenizers_are_detected_and_fixed_by_add_prefix_space(tmp_path, tokenizer):
+    from transformers import AutoTokenizer, RobertaTokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "\u0120": 4, "h": 5, "i": 6,
+             "\u0120h": 7, "\u0120hi": 8, "hi": 9}
+    RobertaTokenizer(vocab=vocab, merges=[("\u0120", "h"), ("\u0120h", "i"), ("h", "i")]
+                     ).save_pretrained(tmp_path)
+    plain = AutoTokenizer.from_pretrained(tmp_path)
+    assert needs_prefix_space(plain)
+    # Pre-split words lose the word-start marker that running text has ("hi hi" -> hi, Ġhi).
+    assert plain([["hi", "hi"]], is_split_into_words=True).tokens(0)[1:3] == ["hi", "hi"]
+    fixed = AutoTokenizer.from_pretrained(tmp_path, add_prefix_space=True)
+    assert not needs_prefix_space(fixed)
+    assert fixed([["hi", "hi"]], is_split_into_words=True).tokens(0)[1:3] == ["\u0120hi"] * 2
+    assert not needs_prefix_space(tokenizer)  # WordPiece (BERT) needs nothing
 
 
 def test_align_labels_resets_at_special_tokens():

@@ -84,7 +84,8 @@ def test_unknown_architecture_names_what_to_set():
     ({"name": "full"}, BERT_TOTAL),
     ({"name": "lora", "r": 4}, 2 * 2 * 4 * (32 + 32) + HEAD),  # query, value in 2 layers + head
     ({"name": "lora", "r": 4, "use_rslora": True}, 2 * 2 * 4 * (32 + 32) + HEAD),
-    ({"name": "lora", "r": 4, "use_dora": True}, 2 * 2 * (4 * (32 + 32) + 32) + HEAD),  # + magnitudes
+    ({"name": "lora", "r": 4, "use_dora": True},  # + a magnitude vector per adapted module
+     2 * 2 * (4 * (32 + 32) + 32) + HEAD),
     ({"name": "lora", "r": 4, "target_modules": "all-linear"},  # every linear but the head:
      2 * (4 * 4 * (32 + 32) + 2 * 4 * (32 + 37)) + 4 * (32 + 32) + HEAD),  # q k v o, ffn, pooler
     ({"name": "ia3"}, 2 * (32 + 32 + 32 + 37) + HEAD),  # key, value out; both output.dense inputs
@@ -166,6 +167,13 @@ def test_more_layers_than_the_model_has(strategy, field):
         make_strategy(strategy).prepare(tiny_bert())
     assert e.value.field == field
     assert "has 2" in e.value.message
+
+
+def test_unfreezing_embeddings_needs_every_layer_to_train():
+    with pytest.raises(RecipeError) as e:
+        make_strategy({"name": "freeze", "train_last_n_layers": 1,
+                       "freeze_embeddings": False}).prepare(tiny_bert())
+    assert e.value.field == "strategy.freeze_embeddings"
 
 
 def test_schedule_beyond_training_epochs_is_rejected():

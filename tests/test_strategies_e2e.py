@@ -1,4 +1,4 @@
-"""Strategies through the real pipeline: recipe -> sft_hub.train -> run directory, and sft-hub plan."""
+"""Strategies through the real pipeline: recipe -> sft_hub.train -> run directory; sft-hub plan."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,8 @@ def workdir(tmp_path):
     tiny_bert().save_pretrained(model_dir)
     write_tokenizer(model_dir)
     for split, n in (("train", 24), ("validation", 8)):
-        rows = [f"{WORDS[i % 2][i % 3]} {['movie', 'film', 'plot'][i % 3]},{i % 2}" for i in range(n)]
+        nouns = ["movie", "film", "plot"]
+        rows = [f"{WORDS[i % 2][i % 3]} {nouns[i % 3]},{i % 2}" for i in range(n)]
         (tmp_path / f"{split}.csv").write_text("text,label\n" + "\n".join(rows) + "\n",
                                                encoding="utf-8")
     return tmp_path
@@ -66,7 +67,8 @@ def test_lora_recipe_trains_and_saves_reloadable_adapter(workdir):
     model = PeftModel.from_pretrained(base, run).eval()
     tokenizer = AutoTokenizer.from_pretrained(run)
     lines = (workdir / "validation.csv").read_text().splitlines()[1:]
-    texts, labels = [ln.rsplit(",", 1)[0] for ln in lines], [int(ln.rsplit(",", 1)[1]) for ln in lines]
+    texts = [ln.rsplit(",", 1)[0] for ln in lines]
+    labels = [int(ln.rsplit(",", 1)[1]) for ln in lines]
     with torch.no_grad():
         predicted = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits.argmax(-1)
     accuracy = (predicted == torch.tensor(labels)).float().mean().item()
@@ -76,9 +78,10 @@ def test_lora_recipe_trains_and_saves_reloadable_adapter(workdir):
 def test_freeze_recipe_with_gradual_unfreezing(workdir):
     from sft_hub.training import train
 
-    result = train(write_recipe(workdir, "  name: freeze\n  train_last_n_layers: 1\n"
-                                "  unfreeze_schedule:\n    - {epoch: 1, train_last_n_layers: all}\n",
-                                training="  load_best_model_at_end: false\n"))  # keep the last epoch
+    strategy = ("  name: freeze\n  train_last_n_layers: 1\n"
+                "  unfreeze_schedule:\n    - {epoch: 1, train_last_n_layers: all}\n")
+    keep_last_epoch = "  load_best_model_at_end: false\n"
+    result = train(write_recipe(workdir, strategy, training=keep_last_epoch))
     trained = load_file(str(result.run_dir / "model.safetensors"))
     base = load_file(str(workdir / "tiny-bert" / "model.safetensors"))
     for name in ("bert.embeddings.word_embeddings.weight", "bert.embeddings.LayerNorm.weight"):
@@ -101,3 +104,18 @@ def test_plan_reports_parameters_without_training(workdir):
     text = format_plan(result)
     assert "trainable_params: 7,911" in text and "from epoch 1" in text
     assert not (workdir / "run").exists()
+
+
+def test_plan_command_prints_counts_and_names_errors(workdir, capsys):
+    from sft_hub.cli import main
+
+    recipe = write_recipe(workdir, "  name: lora\n  r: 4\n")
+    assert main(["plan", recipe]) == 0
+    out = capsys.readouterr().out
+    assert "trainable_params: 1,090" in out  # 2 layers x (query + value) x 4 x 64 + 66 head
+    assert "adapted_names: query, value" in out
+
+    recipe = write_recipe(workdir, "  name: freeze\n  train_last_n_layers: 5\n")
+    assert main(["validate", "--quiet", "--plan", recipe]) == 2
+    err = capsys.readouterr().err
+    assert "recipe.yaml: strategy.train_last_n_layers: 5 layers asked" in err

@@ -67,6 +67,7 @@ class BatchProbe(TrainerCallback):
         self.final: dict[str, str] = {}
         self.info: dict[str, Any] = {}
         self._cache = _CacheHits()
+        self._verbosity = datasets.logging.get_verbosity()
         datasets.logging.set_verbosity_info()
         datasets.logging.get_logger().addHandler(self._cache)
 
@@ -82,7 +83,9 @@ class BatchProbe(TrainerCallback):
 
         s = PartialState()
         self.info = {"rank": s.process_index, "world_size": s.num_processes,
-                     "distributed_type": str(s.distributed_type.value), "backend": s.backend}
+                     "distributed_type": str(s.distributed_type.value), "backend": s.backend,
+                     "activation_checkpointing": bool(getattr(model, "is_activation_checkpointing",
+                                                              False))}
         model.register_forward_pre_hook(self._record_rows, with_kwargs=True)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -96,6 +99,7 @@ class BatchProbe(TrainerCallback):
         import datasets
 
         datasets.logging.get_logger().removeHandler(self._cache)
+        datasets.logging.set_verbosity(self._verbosity)
         record = {**self.info, "steps": self.steps, "final": self.final,
                   "cache_hits": self._cache.hits}
         Path(path).write_text(json.dumps(record, indent=1), encoding="utf-8")

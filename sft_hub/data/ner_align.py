@@ -81,6 +81,31 @@ def require_word_ids(tokenizer: Any, model_name: str) -> None:
             "to one that does")
 
 
+def needs_prefix_space(tokenizer: Any) -> bool:
+    """True for a byte-level BPE tokenizer (GPT-2, RoBERTa...) that adds no space before words.
+
+    Such tokenizers mark a word start with a leading space; running text has it, but pre-split
+    words have none unless the tokenizer adds it, so training would see other subwords than
+    inference. Load these with ``add_prefix_space=True``.
+    """
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+
+    def byte_level_without_prefix(node: Any) -> bool:
+        if isinstance(node, dict):
+            if node.get("type") == "ByteLevel" and node.get("add_prefix_space") is False:
+                return True
+            return any(byte_level_without_prefix(v) for v in node.values())
+        if isinstance(node, list):
+            return any(byte_level_without_prefix(v) for v in node)
+        return False
+
+    return byte_level_without_prefix(json.loads(backend.to_str()).get("pre_tokenizer"))
+
+
 def tokenize_and_align(tokenizer: Any, words: Sequence[Sequence[str]],
                        word_labels: Sequence[Sequence[int]], *, max_length: int,
                        continuation: Optional[Sequence[int]] = None) -> tuple[dict, AlignmentStats]:

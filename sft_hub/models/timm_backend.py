@@ -108,6 +108,8 @@ def build_timm_classifier(spec: ModelSpec, base_dir: Path, labels: list[str],
     if image_size and _fixed_input_size(name, spec):
         kwargs["img_size"] = image_size
     model = _create(name, kwargs, spec)
+    if kwargs.get("pretrained") and model.pretrained_cfg.get("num_classes") != len(labels):
+        _init_new_head(model)
     native = _native_config(model, image_size)
     native.pop("label_names", None)
     native.pop("num_classes", None)
@@ -123,6 +125,24 @@ def build_timm_classifier(spec: ModelSpec, base_dir: Path, labels: list[str],
     # own parameter names (no "timm_model." prefix) and timm's loaders read the run directory.
     wrapper._weight_conversions = get_model_conversion_mapping(wrapper, add_legacy=False)
     return wrapper
+
+
+def _init_new_head(model, std: float = 0.02) -> None:
+    """Re-initialise a freshly created classifier the way transformers does for a resized head
+    (normal(0, 0.02) weights, zero bias). timm's own head init (e.g. uniform(+-1/sqrt(classes)) for
+    EfficientNets) is meant for training from scratch: on pretrained features it starts with large
+    logits and a loss far above log(classes), which slows short fine-tuning runs down."""
+    import torch
+
+    classifier = model.get_classifier()
+    modules = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+    with torch.no_grad():
+        for module in modules:
+            for sub in module.modules():
+                if getattr(sub, "weight", None) is not None:
+                    sub.weight.normal_(0.0, std)
+                if getattr(sub, "bias", None) is not None:
+                    sub.bias.zero_()
 
 
 def _fixed_input_size(name: str, spec: ModelSpec) -> bool:

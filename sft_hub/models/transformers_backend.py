@@ -51,14 +51,16 @@ def _raise_load_error(what: str, source: str, exc: Exception) -> None:
                       ) from None
 
 
-def load_processor(spec: ModelSpec, base_dir: Path, auto_class: str = "AutoTokenizer") -> Any:
+def load_processor(spec: ModelSpec, base_dir: Path, auto_class: str = "AutoTokenizer",
+                   **options) -> Any:
+    """The processor; ``options`` go to ``from_pretrained`` (e.g. ``add_prefix_space=True``)."""
     import transformers
 
     source, kwargs = model_source(spec, base_dir)
     if spec.processor:
         source = spec.processor
     try:
-        return getattr(transformers, auto_class).from_pretrained(source, **kwargs)
+        return getattr(transformers, auto_class).from_pretrained(source, **kwargs, **options)
     except (OSError, ValueError) as e:
         _raise_load_error("processor", source, e)
 

@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 class StrategySpec(Strict):
     name: str
     layers_module: Optional[str] = Field(
-        None, description="dotted path of the model's list of layers (e.g. encoder.layer), only for "
-        "architectures whose layers sft-hub cannot find by itself")
+        None, description="dotted path of the model's list of layers (e.g. encoder.layer), only "
+        "for architectures whose layers sft-hub cannot find by itself")
 
 
 class Strategy:

@@ -75,6 +75,14 @@ class Freeze(Strategy):
         for i, step in enumerate(self.spec.unfreeze_schedule):
             self._check_layer_count(step.train_last_n_layers,
                                     f"strategy.unfreeze_schedule.{i}.train_last_n_layers")
+        final = self.layers_at(float("inf"))
+        if not self.spec.freeze_embeddings and final not in ("all", self._layout.num_layers):
+            raise RecipeError("freeze_embeddings: false has no effect: the embeddings train only "
+                              f"once every layer does, and at most {final} of "
+                              f"{self._layout.num_layers} layers train",
+                              field="strategy.freeze_embeddings",
+                              hint="set train_last_n_layers (or a last unfreeze_schedule step) to "
+                                   "all, or remove freeze_embeddings")
         self._check_schedule_fits_training()
         if self.spec.unfreeze_schedule and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise RecipeError(UNFREEZE_DISTRIBUTED, field="strategy.unfreeze_schedule",
@@ -84,7 +92,7 @@ class Freeze(Strategy):
         self.apply_epoch(0.0)
         return model
 
-    # -- schedule ------------------------------------------------------------------------------------
+    # -- schedule ----------------------------------------------------------------------------
     def layers_at(self, epoch: float) -> LayerCount:
         """``train_last_n_layers`` in force once ``epoch`` epochs are complete."""
         n = self.spec.train_last_n_layers
@@ -138,7 +146,7 @@ class Freeze(Strategy):
         return {"layers": layout.num_layers, "layers_found_in": layout.source,
                 "head": layout.head, "schedule": steps if len(steps) > 1 else None}
 
-    # -- checks ----------------------------------------------------------------------------------------
+    # -- checks ------------------------------------------------------------------------------
     def _check_layer_count(self, n: LayerCount, field: str) -> None:
         total = self._layout.num_layers
         if n != "all" and n > total:
@@ -150,7 +158,7 @@ class Freeze(Strategy):
         training = self.task.recipe.training
         if not self.spec.unfreeze_schedule or int(training.get("max_steps", -1) or -1) > 0:
             return
-        epochs = float(training.get("num_train_epochs", 3))
+        epochs = float(training.get("num_train_epochs", 3))  # sft_hub.training's default
         late = [s.epoch for s in self.spec.unfreeze_schedule if s.epoch >= epochs]
         if late:
             raise RecipeError(f"unfreeze_schedule epoch {late[0]} never comes: training runs "

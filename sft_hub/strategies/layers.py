@@ -122,7 +122,8 @@ def _timm_head(model: Any, timm_model: Any, prefix: str) -> list[str]:
     if not head:
         raise RecipeError(f"{type(timm_model).__name__} has no classifier head (get_classifier() "
                           "returned a module without parameters)", field="model.name",
-                          hint="build the model with num_classes > 0 (the task sets it from the labels)")
+                          hint="build the model with num_classes > 0 (the task sets it from the "
+                               "labels)")
     return head
 
 
@@ -163,7 +164,8 @@ def _timm_layout(model: Any, timm_model: Any, prefix: str, head: list[str]) -> M
     layout = ModelLayout(num_layers=len(blocks), head=head,
                          source=f"timm group_matcher(coarse=True) of {type(timm_model).__name__}")
     for key, kind in keys.items():
-        layout.groups[key] = 0 if kind == "stem" else layout.after_id if kind == "after" else rank[kind]
+        layout.groups[key] = (0 if kind == "stem" else layout.after_id if kind == "after"
+                              else rank[kind])
     for h in head:
         layout.groups[h] = layout.head_id
     return layout
@@ -199,7 +201,8 @@ def _find_layer_list(model: Any, head: list[str]) -> str:
     """The block list: length config.num_hidden_layers if the config says, most parameters wins."""
     lists = list(_block_lists(model, head))
     expected = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    matching = [(n, m) for n, m in lists if len(m) == expected] or (lists if expected is None else [])
+    matching = ([(n, m) for n, m in lists if len(m) == expected]
+                or (lists if expected is None else []))
     if not matching:
         raise RecipeError(f"cannot find the layers of {type(model).__name__}", field=LAYERS_FIELD,
                           hint=_layers_hint(model, head))
@@ -235,7 +238,7 @@ def _layer_list_layout(model: Any, path: str, head: list[str]) -> ModelLayout:
 
 
 def _owner_key(param_name: str) -> str:
-    """The module that owns a parameter; the parameter name itself for the model's own parameters."""
+    """The module owning a parameter; the parameter name itself for the model's own parameters."""
     owner = param_name.rpartition(".")[0]
     return owner or param_name
 

@@ -32,7 +32,7 @@ def layer_lr_scale(layout: ModelLayout, gid: int, layer_decay: Optional[float]) 
 def build_param_groups(model: Any, layout: ModelLayout, params: Iterable[tuple[str, Any]], *,
                        lr: float, weight_decay: float, layer_decay: Optional[float] = None,
                        head_lr: Optional[float] = None) -> list[dict]:
-    """One group per (layer, decay/no decay) that has parameters, named ``<layer>/<decay>``.
+    """One group per (layer, decay or not) that has parameters, named ``<layer>/<decay>``.
 
     ``model`` is the unwrapped model and ``params`` are (name, parameter) pairs relative to it:
     the parameters the optimizer must know, including ones that are frozen now but will be
@@ -51,4 +51,5 @@ def build_param_groups(model: Any, layout: ModelLayout, params: Iterable[tuple[s
                 "name": f"{layout.label(gid)}/{'decay' if decays else 'no_decay'}", "params": [],
                 "lr": group_lr, "weight_decay": weight_decay if decays else 0.0}
         group["params"].append(param)
-    return [groups[k] for k in sorted(groups)]
+    # Nearest the head first (the Trainer logs the first group's rate), the head last.
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0] == layout.head_id, -k[0], k[1]))]

@@ -34,9 +34,10 @@ TARGETS_HELP = ("module names (a name matches itself and any module path ending 
 
 
 class AdapterSpec(StrategySpec):
-    target_modules: Targets = Field(None, description=f"modules to adapt: {TARGETS_HELP}; "
-                                    "default: peft's choice for the architecture, else every linear (or, in convolutional "
-                                    "networks, 2-d convolution) layer outside the head")
+    target_modules: Targets = Field(
+        None, description=f"modules to adapt: {TARGETS_HELP}; default: peft's choice for the "
+        "architecture, else every linear (in convolutional networks: 2-d convolution) layer "
+        "outside the head")
     save: Literal["adapter", "merged", "both"] = Field(
         "adapter", description="adapter: adapter weights + head; merged: a plain model; both: "
         "merged at the root and the adapter in adapter/")
@@ -90,6 +91,8 @@ class AdapterStrategy(Strategy):
         return peft_model
 
     def common_config(self, layout: ModelLayout) -> dict[str, Any]:
+        """peft config keys every method shares: task type, the head trained fully and saved with
+        the adapter, and the head kept out of the targets (a regex over its module paths)."""
         return {"task_type": self.task.peft_task_type, "modules_to_save": list(layout.head),
                 "exclude_modules": "(?:" + "|".join(map(re.escape, layout.head)) + r")(?:\..*)?"}
 
@@ -206,5 +209,5 @@ class Ia3(AdapterStrategy):
             layers = default_layers(unwrap(model), layout.head)
             targets = [n for n, _ in layers]
             feedforward = [n for n, m in layers if narrows(m)]
-        return IA3Config(target_modules=copy.copy(targets), feedforward_modules=copy.copy(feedforward),
-                         **self.common_config(layout))
+        return IA3Config(target_modules=copy.copy(targets),
+                         feedforward_modules=copy.copy(feedforward), **self.common_config(layout))

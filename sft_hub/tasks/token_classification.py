@@ -100,7 +100,7 @@ class TokenClassification(Task):
             if warning:
                 self._note(warning)
 
-        out = {split: self._named_dataset(raw[split], tags[split]) for split in raw}
+        out = {split: self._named_dataset(split, raw[split], tags[split]) for split in raw}
         return finalize_splits(DatasetDict(out), spec, self.seed)
 
     def _tag_names(self, split: str, ds: "Dataset") -> list[list[str]]:
@@ -143,17 +143,23 @@ class TokenClassification(Task):
                             "I-PER, ...]), or point data.tags_column at a column of string tags")
         return name_tag_ids(split, tags, spec.labels, field="data.labels")
 
-    def _named_dataset(self, ds: "Dataset", tag_names: list[list[str]]) -> "Dataset":
-        """Tokens plus tag ids of the final label list, typed ``List(ClassLabel(labels))``."""
+    def _named_dataset(self, split: str, ds: "Dataset", tag_names: list[list[str]]) -> "Dataset":
+        """Tokens plus tag ids of the final label list, typed ``List(ClassLabel(labels))``.
+
+        Empty sentences are dropped (and counted): they carry no label to learn or score.
+        """
         from datasets import ClassLabel, Dataset, Features, List, Value
 
         spec = self.recipe.data
         index = {tag: i for i, tag in enumerate(self.labels)}
+        rows = [(words, tags) for words, tags in zip(ds[spec.tokens_column], tag_names) if words]
+        if len(rows) < len(tag_names):
+            self._note(f"{split}: {len(tag_names) - len(rows)} empty sentence(s) dropped")
         features = Features({spec.tokens_column: List(Value("string")),
                              spec.tags_column: List(ClassLabel(names=self.labels))})
         return Dataset.from_dict(
-            {spec.tokens_column: [[str(w) for w in words] for words in ds[spec.tokens_column]],
-             spec.tags_column: [[index[t] for t in row] for row in tag_names]},
+            {spec.tokens_column: [[str(w) for w in words] for words, _ in rows],
+             spec.tags_column: [[index[t] for t in tags] for _, tags in rows]},
             features=features)
 
     def _note(self, message: str) -> None:
@@ -162,10 +168,13 @@ class TokenClassification(Task):
 
     # -- model ------------------------------------------------------------------------------
     def build_processor(self) -> Any:
-        from ..data.ner_align import require_word_ids
+        from ..data.ner_align import needs_prefix_space, require_word_ids
         from ..models.transformers_backend import load_processor
 
         self.processor = load_processor(self.recipe.model, self.recipe_dir, "AutoTokenizer")
+        if needs_prefix_space(self.processor):
+            self.processor = load_processor(self.recipe.model, self.recipe_dir, "AutoTokenizer",
+                                            add_prefix_space=True)
         require_word_ids(self.processor, self.recipe.model.processor or self.recipe.model.name)
         return self.processor
 
