@@ -43,6 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
+
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # like the Hub: bigger files must go through LFS
@@ -828,25 +830,19 @@ def _make_local_hub(monkeypatch, tmp_path_factory):
     return LocalHub(server, server.url, user, org, token, read_token)
 
 
-try:
-    import pytest
-except ImportError:  # pragma: no cover - the module also runs standalone
-    pytest = None
+@pytest.fixture
+def hub_server(monkeypatch, tmp_path_factory):
+    """A fresh local Hub on 127.0.0.1:<free port>; the real client points at it for this test.
 
-if pytest is not None:
-    @pytest.fixture
-    def hub_server(monkeypatch, tmp_path_factory):
-        """A fresh local Hub on 127.0.0.1:<free port>; the real client points at it for this test.
-
-        Sets HF_ENDPOINT, HF_HUB_DISABLE_XET=1, HF_TOKEN (write token of ``hub.user``, who also
-        writes to organisation ``hub.org``), HF_HUB_OFFLINE=0 and a private HF cache.
-        """
-        hub = _make_local_hub(monkeypatch, tmp_path_factory)
-        try:
-            yield hub
-        finally:
-            hub.server.stop()
-            _forget_transformers_hf_api()
+    Sets HF_ENDPOINT, HF_HUB_DISABLE_XET=1, HF_TOKEN (write token of ``hub.user``, who also writes
+    to organisation ``hub.org``), HF_HUB_OFFLINE=0 and a private HF cache.
+    """
+    hub = _make_local_hub(monkeypatch, tmp_path_factory)
+    try:
+        yield hub
+    finally:
+        hub.server.stop()
+        _forget_transformers_hf_api()
 
 
 if __name__ == "__main__":

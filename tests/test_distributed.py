@@ -31,7 +31,7 @@ from sft_hub.distributed import PrecisionConflictWarning
 from sft_hub.errors import RecipeError, SftHubError
 
 from .conftest import REPO, make_text_rows, write_csv
-from .training_probes import BatchProbe
+from .training_probes import BatchProbe, no_dropout_copy
 
 CONFIGS = REPO / "accelerate_configs"
 TOPOLOGIES = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "fsdp": "FSDP",
@@ -181,17 +181,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _no_dropout_copy(model_dir: Path, dest: Path) -> Path:
-    """The tiny BERT with dropout off, so one process and two see the same computation."""
-    import shutil
-
-    shutil.copytree(model_dir, dest)
-    config = json.loads((dest / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (dest / "config.json").write_text(json.dumps(config))
-    return dest
-
-
 @pytest.fixture(scope="module")
 def ddp_setup(tiny_bert_dir, tmp_path_factory):
     """Data, a no-dropout model, and a recipe whose global batch is 2 ranks x 4 examples."""
@@ -201,7 +190,7 @@ def ddp_setup(tiny_bert_dir, tmp_path_factory):
     write_csv(data / "validation.csv", make_text_rows(20, seed=2))
     recipe = {
         "task": "text-classification",
-        "model": {"name": "tiny-bert", "path": str(_no_dropout_copy(tiny_bert_dir, root / "m"))},
+        "model": {"name": "tiny-bert", "path": str(no_dropout_copy(tiny_bert_dir, root / "m"))},
         "data": {"files": {"train": str(data / "train.csv"),
                            "validation": str(data / "validation.csv")},
                  "max_length": 16, "max_train_samples": TRAIN_ROWS},

@@ -142,6 +142,21 @@ def test_training_writes_entity_metrics_and_a_pipeline_ready_model(tmp_path, tin
                                                                    ("LOC", "new york")]
 
 
+def test_freeze_strategy_trains_only_the_token_head(tmp_path, tiny_bert, toy_data):
+    from transformers import AutoModelForTokenClassification
+
+    from sft_hub import train
+
+    recipe = ner_recipe(tmp_path, tiny_bert, toy_data)
+    result = train(recipe, ["strategy.name=freeze", "strategy.train_last_n_layers=0",
+                            "training.num_train_epochs=1"])
+    n_labels = 4  # O, B-LOC, I-LOC, B-PER
+    assert result.run_info["parameters"]["trainable"] == 32 * n_labels + n_labels  # classifier
+    model = AutoModelForTokenClassification.from_pretrained(result.run_dir)
+    assert model.config.id2label[3] == "B-PER"
+    assert "entity_f1" in result.metrics["test"]
+
+
 def test_label_all_subwords_and_truncation_are_reported(tmp_path, tiny_bert):
     from sft_hub import train
 

@@ -5,6 +5,7 @@
   cache files it reused instead of computing; :meth:`BatchProbe.dump` writes that to JSON.
 * :class:`HoldAfterSave` pauses the run once a checkpoint at or after a given step is on disk, so
   a test can kill the process at a known point (the kill itself is a real SIGKILL).
+* :func:`no_dropout_copy`: a saved model with dropout off, for runs compared across batch splits.
 
 Used in-process by pytest and as a script that ``accelerate launch`` starts on every rank::
 
@@ -117,6 +118,18 @@ class HoldAfterSave(TrainerCallback):
             self.flag.write_text(str(state.global_step))
             while True:
                 time.sleep(1)
+
+
+def no_dropout_copy(model_dir: Path, dest: Path) -> Path:
+    """A copy of a saved BERT-like model with dropout off: runs that split the same batches
+    differently (processes, gradient accumulation) then compute the same thing."""
+    import shutil
+
+    shutil.copytree(model_dir, dest)
+    config = json.loads((dest / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
 
 
 def run_job(job: dict[str, Any]) -> Optional[dict[str, Any]]:

@@ -209,7 +209,7 @@ def resolve_image_path(value: Any, base_dir: Path) -> Any:
 # -- checking every image once ----------------------------------------------------------------
 @dataclass
 class BadImages:
-    """Images that could not be read, per split; reported in the run's notes and run_info."""
+    """Images that could not be read, per split (reported in run_info.json's ``notes``)."""
 
     by_split: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
@@ -223,13 +223,10 @@ class BadImages:
     def summary(self, limit: int = 5) -> str:
         parts = []
         for split, items in self.by_split.items():
-            names = ", ".join(Path(n).name for n, _ in items[:limit])
+            names = ", ".join("/".join(Path(n).parts[-2:]) for n, _ in items[:limit])
             more = f" and {len(items) - limit} more" if len(items) > limit else ""
             parts.append(f"{split}: {len(items)} ({names}{more})")
         return f"skipped {self.count} unreadable image(s): " + "; ".join(parts)
-
-    def as_dict(self) -> dict[str, list[dict[str, str]]]:
-        return {s: [{"file": n, "error": r} for n, r in items] for s, items in self.by_split.items()}
 
 
 def find_bad_images(values: Iterable[Any], *, split: str, skip: bool,
