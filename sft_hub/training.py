@@ -196,7 +196,8 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
             else:
                 strategy.save(trainer.model, staging)
             task.save_processor(staging)
-            (staging / "recipe.yaml").write_text(loaded.to_yaml(), encoding="utf-8")
+            (staging / "recipe.yaml").write_text(loaded.to_yaml(relative_to=run_dir),
+                                                encoding="utf-8")
             trainer.state.save_to_json(str(staging / "trainer_state.json"))
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 
@@ -247,7 +248,22 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, se
         "versions": versions,
         "data_fingerprint": fingerprint(loaded.recipe.data, loaded.base_dir),
         "best_checkpoint": trainer.state.best_model_checkpoint,
+        "training_arguments": _effective_arguments(args),
     }
+
+
+EFFECTIVE_ARGUMENTS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                       "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps",
+                       "weight_decay", "optim", "seed", "bf16", "fp16", "metric_for_best_model")
+
+
+def _effective_arguments(args) -> dict[str, Any]:
+    """The TrainingArguments that shaped the run (recipe values and sft-hub's defaults)."""
+    values = args.to_dict()
+    out = {k: values[k] for k in EFFECTIVE_ARGUMENTS if k in values}
+    out["total_train_batch_size"] = (args.per_device_train_batch_size * args.world_size
+                                     * args.gradient_accumulation_steps)
+    return out
 
 
 def _print_summary(run_dir: Path, metrics: dict[str, dict[str, float]]) -> None:

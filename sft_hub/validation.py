@@ -15,6 +15,11 @@ def validate(recipe: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> 
     loaded = load_recipe(recipe, overrides)
     task = get_task_class(loaded.recipe.task)(loaded.recipe, loaded.base_dir)
     get_strategy(loaded.recipe.strategy, task)
+    if loaded.recipe.hub.push:
+        from .hub import check_push_form
+
+        with attributed_to(loaded.path):
+            check_push_form(loaded.recipe.hub.push, loaded.recipe.strategy)
     with attributed_to(loaded.path):
         task.check_data()
     return loaded

@@ -387,6 +387,15 @@ def test_a_hub_recipe_is_data_only(hub, tmp_path):
         load_recipe("hf://sft-tester/evil/recipe.yaml")
     assert not marker.exists()
 
+    # nor may it switch on running the model repository's code; the user can, on the command line
+    HfApi().upload_file(path_or_fileobj=b"task: text-classification\nmodel: {name: m, "
+                        b"trust_remote_code: true}\ndata: {dataset: d}\n",
+                        path_in_repo="remote.yaml", repo_id="sft-tester/evil")
+    with pytest.raises(SftHubError, match="may not turn on trust_remote_code"):
+        load_recipe("hf://sft-tester/evil/remote.yaml")
+    loaded = load_recipe("hf://sft-tester/evil/remote.yaml", ["model.trust_remote_code=true"])
+    assert loaded.recipe.model.trust_remote_code is True
+
 
 def test_train_from_a_pushed_model_reruns_its_recipe(hub, runs, tmp_path, capsys):
     """A teammate re-runs a pushed model's recipe: ``sft-hub train --from hf://org/model``."""

@@ -156,3 +156,12 @@ def test_null_override_unsets_a_key(write_recipe):
     r = base_recipe(training={"seed": 3, "bf16": True})
     loaded = load_recipe(write_recipe(r), ["training.bf16=null"])
     assert loaded.recipe.training == {"seed": 3}
+
+
+def test_saved_recipe_paths_stay_valid_from_the_run_directory(write_recipe, tmp_path):
+    (tmp_path / "data").mkdir()
+    loaded = load_recipe(write_recipe({"task": "text-classification", "model": {"name": "m"},
+                                       "data": {"files": {"train": "data/train.csv"}}}))
+    saved = loaded.to_dict(relative_to=tmp_path / "runs" / "x")
+    assert saved["data"]["files"]["train"] == "../../data/train.csv"
+    assert loaded.to_dict()["data"]["files"]["train"] == "data/train.csv"

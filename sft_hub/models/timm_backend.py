@@ -139,10 +139,10 @@ def _init_new_head(model, std: float = 0.02) -> None:
     with torch.no_grad():
         for module in modules:
             for sub in module.modules():
-                if getattr(sub, "weight", None) is not None:
+                if isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d)):
                     sub.weight.normal_(0.0, std)
-                if getattr(sub, "bias", None) is not None:
-                    sub.bias.zero_()
+                    if sub.bias is not None:
+                        sub.bias.zero_()
 
 
 def _fixed_input_size(name: str, spec: ModelSpec) -> bool:

@@ -37,14 +37,20 @@ class LoadedRecipe:
         stem = self.path.rstrip("/").split("/")[-1].split("@")[0]
         return stem.rsplit(".", 1)[0] if stem.endswith((".yaml", ".yml")) else stem
 
-    def to_dict(self) -> dict[str, Any]:
-        """The validated recipe with every default filled in: exactly what runs."""
+    def to_dict(self, relative_to: Union[str, os.PathLike, None] = None) -> dict[str, Any]:
+        """The validated recipe with every default filled in: exactly what runs.
+
+        ``relative_to``: a directory the recipe will be saved in; local paths are rewritten to stay
+        valid from there (a recipe's relative paths are relative to its own file).
+        """
         data = self.recipe.model_dump(mode="json", exclude_none=True)
+        if relative_to is not None:
+            _rebase_paths(data, self.base_dir, Path(relative_to).resolve())
         order = ("task", "model", "data", "strategy", "training", "output", "hub")
         return {k: data[k] for k in sorted(data, key=lambda k: order.index(k) if k in order else 99)}
 
-    def to_yaml(self) -> str:
-        return dump_yaml(self.to_dict())
+    def to_yaml(self, relative_to: Union[str, os.PathLike, None] = None) -> str:
+        return dump_yaml(self.to_dict(relative_to))
 
 
 def is_hub_ref(ref: str) -> bool:
@@ -198,8 +204,21 @@ def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> 
     ref = str(ref)
     data, origins, base_dir = _load_tree(ref, None, ())
     data, origins = apply_overrides(data, origins, overrides, base_dir)
+    _refuse_remote_code_from_hub(data, origins)
     recipe = validate_data(data, origins, source=ref)
     return LoadedRecipe(recipe=recipe, path=ref, base_dir=base_dir, resolved=data, origins=origins)
+
+
+def _refuse_remote_code_from_hub(data: dict, origins: Origins) -> None:
+    """A recipe downloaded from the Hub is data: it may not switch on running the model repo's
+    code. The user can still do so, knowingly, on the command line."""
+    key = ("model", "trust_remote_code")
+    source = origins.get(key, "")
+    if (data.get("model") or {}).get("trust_remote_code") is True and is_hub_ref(source):
+        raise RecipeError("a recipe from the Hub may not turn on trust_remote_code", file=source,
+                          field="model.trust_remote_code",
+                          hint="review the model's code, then pass model.trust_remote_code=true on "
+                               "the command line")
 
 
 # -- validation and messages ---------------------------------------------------------------------
