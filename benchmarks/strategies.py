@@ -110,7 +110,12 @@ def table(results: dict[str, dict], args) -> str:
         lines.append(f"| {name} | {r['trainable_percent']:.2f}% ({r['trainable']:,}) | "
                      f"{r['s_per_step']:.3f}{ratio} | {r['peak_bytes'] / 2**20:,.0f} MiB"
                      f"{mem_ratio} | {r['accuracy']:.4f} |")
-    lines.append(f"\nall-MiniLM-L6-v2, SST-2: {args.train_samples} training sentences (seed "
+    lines.append("")
+    if not kind.startswith("CUDA"):  # CPU timings depend on what else runs on the host
+        loads = [r["load_average"] for r in results.values()]
+        lines.append(f"{os.cpu_count()} CPU cores; 5-minute load average {min(loads)}-{max(loads)} "
+                     "at the end of the runs.")
+    lines.append(f"all-MiniLM-L6-v2, SST-2: {args.train_samples} training sentences (seed "
                  f"{args.seed}), {args.epochs} epoch(s), batch {args.batch_size}, max_length "
                  f"{args.max_length}; accuracy on the 872 GLUE validation sentences.")
     return "\n".join(lines)
@@ -153,6 +158,7 @@ def main() -> None:
             if done.returncode:
                 sys.exit(f"{name} failed:\n{log.read_text()[-4000:]}")
             results[name] = json.loads(out.read_text())
+            results[name]["load_average"] = round(os.getloadavg()[1], 1)  # other work on the host
             print(json.dumps(results[name]), flush=True)
     print()
     print(table(results, args))

@@ -248,7 +248,7 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, se
         "versions": versions,
         "data_fingerprint": fingerprint(loaded.recipe.data, loaded.base_dir),
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "training_arguments": _effective_arguments(args),
+        "training_arguments": _effective_arguments(trainer.args),
     }
 
 
