@@ -222,9 +222,10 @@ def test_transformers_processor_gives_timm_data_config_and_presets():
     set_input_size(vit, 48)
     cfg = data_config(vit)
     assert cfg["input_size"] == (3, 48, 48) and cfg["mean"] == (0.5, 0.5, 0.5)
-    assert cfg["crop_mode"] == "squash" and cfg["interpolation"] == "bilinear"
+    assert cfg["interpolation"] == "bilinear"
     convnext = ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875)
-    assert data_config(convnext)["crop_pct"] == 0.875
+    assert data_config(convnext)["input_size"] == (3, 224, 224)
+    assert data_config(convnext)["interpolation"] == "bicubic"
 
     image = make_image("dark", 0).resize((70, 50))
     assert eval_transform(vit)(image).shape == (3, 48, 48)

@@ -157,6 +157,21 @@ def test_freeze_strategy_trains_only_the_token_head(tmp_path, tiny_bert, toy_dat
     assert "entity_f1" in result.metrics["test"]
 
 
+def test_lora_saves_the_token_head_with_the_adapter_and_a_merged_model(tmp_path, tiny_bert,
+                                                                       toy_data):
+    from transformers import pipeline
+
+    from sft_hub import train
+
+    recipe = ner_recipe(tmp_path, tiny_bert, toy_data)
+    result = train(recipe, ["strategy.name=lora", "strategy.save=both",
+                            "training.num_train_epochs=1"])
+    adapter = json.loads((result.run_dir / "adapter" / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "TOKEN_CLS" and "classifier" in adapter["modules_to_save"]
+    ner = pipeline("token-classification", model=str(result.run_dir), device="cpu")
+    assert ner.model.config.id2label == {0: "O", 1: "B-LOC", 2: "I-LOC", 3: "B-PER"}
+
+
 def test_label_all_subwords_and_truncation_are_reported(tmp_path, tiny_bert):
     from sft_hub import train
 

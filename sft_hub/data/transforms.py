@@ -39,37 +39,23 @@ def is_timm_processor(processor: Any) -> bool:
 
 
 def data_config(processor: Any) -> dict[str, Any]:
-    """timm-style data config (``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``,
-    ``crop_mode``) of a timm or transformers image processor."""
+    """What training augmentation must match in a timm or transformers image processor: the size
+    it outputs (``input_size``), ``mean``, ``std`` and ``interpolation``, as a timm data config."""
     if is_timm_processor(processor):
         return dict(processor.data_config)
     size = getattr(processor, "size", None)
     crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
-    height, width = _size_field(size, "height"), _size_field(size, "width")
-    shortest = _size_field(size, "shortest_edge")
-    crop_h, crop_w = _size_field(crop, "height"), _size_field(crop, "width")
-    if height and width:  # resized to exactly (height, width), aspect ratio not kept
-        out_h, out_w = (crop_h, crop_w) if crop_h else (height, width)
-        crop_pct, crop_mode = (crop_h / height if crop_h else 1.0), "squash"
-    elif shortest:
-        if crop_h:
-            out_h, out_w, crop_pct = crop_h, crop_w, crop_h / shortest
-        else:  # e.g. ConvNeXt: shortest edge / crop_pct, then a center crop of `shortest`
-            out_h = out_w = shortest
-            crop_pct = getattr(processor, "crop_pct", None) or 1.0
-        crop_mode = "center"
-    else:
-        out_h = out_w = 224
-        crop_pct, crop_mode = 1.0, "squash"
-    resample = getattr(processor, "resample", 2)
+    height = _size_field(crop, "height") or _size_field(size, "height")
+    width = _size_field(crop, "width") or _size_field(size, "width")
+    if not (height and width):  # shortest-edge resize (then a square center crop, e.g. ConvNeXt)
+        height = width = _size_field(size, "shortest_edge") or 224
+    resample = getattr(processor, "resample", None)
     return {
-        "input_size": (3, int(out_h), int(out_w)),
+        "input_size": (3, int(height), int(width)),
         "mean": tuple(getattr(processor, "image_mean", None) or _IMAGENET_MEAN),
         "std": tuple(getattr(processor, "image_std", None) or _IMAGENET_STD),
         "interpolation": _PIL_INTERPOLATION.get(int(resample), "bilinear") if resample is not None
         else "bilinear",
-        "crop_pct": float(crop_pct),
-        "crop_mode": crop_mode,
     }
 
 

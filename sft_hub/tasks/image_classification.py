@@ -106,8 +106,10 @@ class ImageClassification(SingleLabelTask):
         files = self.recipe.data.files
         if not files or split not in files:
             return None
-        folders = {p.parent.resolve() for p in resolve_local(files[split], self.recipe_dir,
-                                                             split=split)}
+        paths = resolve_local(files[split], self.recipe_dir, split=split)
+        if any(p.is_dir() for p in paths):  # image folders: paths are absolute already
+            return None
+        folders = {p.parent.resolve() for p in paths}
         if len(folders) > 1:
             raise DataError(f"the {split} files are in several folders ({', '.join(map(str, folders))})"
                             ": image paths in them would be ambiguous", field=f"data.files.{split}",
@@ -131,7 +133,7 @@ class ImageClassification(SingleLabelTask):
                 ds = ds.select([i for i in range(len(ds)) if i not in drop])
                 if len(ds) == 0:
                     raise DataError(f"every image of the {split} split is unreadable",
-                                    field=f"data.files.{split}" if spec.files else "data.dataset")
+                                    field="data.files" if spec.files else "data.dataset")
             out[split] = ds
         if self.bad_images.count:
             import logging
