@@ -18,7 +18,7 @@ from sft_hub.errors import DataError
 from sft_hub.training import train
 from sft_hub.validation import validate
 
-from .conftest import REPO, SHARED
+from .conftest import REPO
 
 FAST_TRAINING = {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-2,
                  "seed": 0, "logging_steps": 50, "disable_tqdm": True, "save_strategy": "no",
@@ -257,9 +257,8 @@ DIGITS_RECIPE = REPO / "recipes" / "image-classification" / "digits-efficientnet
 
 @pytest.mark.slow
 def test_efficientnet_lite0_fine_tuned_on_digits_beats_080(tmp_path):
-    weights = SHARED / "models" / "efficientnet_lite0" / "model.safetensors"
-    overrides = [f"output.dir={tmp_path / 'digits'}", "training.num_train_epochs=1"]
-    if weights.is_file():  # the shared original; the recipe ships an identical copy
-        overrides.append(f"model.path={weights}")
-    result = train(DIGITS_RECIPE, overrides)
+    """The shipped offline recipe (its weights are a byte-identical copy of
+    ../shared/models/efficientnet_lite0), one epoch: about 0.87 test accuracy, ~2 CPU-minutes."""
+    result = train(DIGITS_RECIPE, [f"output.dir={tmp_path / 'digits'}",
+                                   "training.num_train_epochs=1"])
     assert result.metrics["test"]["accuracy"] > 0.80

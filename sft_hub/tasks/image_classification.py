@@ -153,6 +153,11 @@ class ImageClassification(SingleLabelTask):
         if self.uses_timm:
             from ..models.timm_backend import build_timm_classifier, image_processor
 
+            if self.recipe.model.processor:
+                raise RecipeError("model.processor is not used with the timm backend: timm models "
+                                  "preprocess with their own data config", field="model.processor",
+                                  hint="remove model.processor (set data.image_size to change the "
+                                  "input resolution)")
             self._timm_model = build_timm_classifier(self.recipe.model, self.recipe_dir,
                                                      self.labels, image_size)
             self.processor = image_processor(self._timm_model)
