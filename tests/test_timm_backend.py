@@ -21,7 +21,8 @@ def test_names_map_to_timm_sources(tmp_path):
     assert timm_source(spec(name="resnet18"), tmp_path) == ("resnet18", {"pretrained": True})
     assert timm_source(spec(name="timm/resnet50.a1_in1k", revision="v2"), tmp_path) == (
         "hf-hub:timm/resnet50.a1_in1k@v2", {"pretrained": True})
-    assert timm_source(spec(name="resnet18", pretrained=False), tmp_path)[1] == {"pretrained": False}
+    scratch = timm_source(spec(name="resnet18", pretrained=False), tmp_path)
+    assert scratch[1] == {"pretrained": False}
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"")
     name, kwargs = timm_source(spec(name="resnet18", path="w.safetensors"), tmp_path)
@@ -68,7 +69,8 @@ def test_weights_of_another_architecture_name_the_path_field(tmp_path):
 
     save_file(timm.create_model("test_resnet").state_dict(), str(tmp_path / "r.safetensors"))
     with pytest.raises(RecipeError) as err:
-        build_timm_classifier(spec(name="test_efficientnet", path="r.safetensors"), tmp_path, LABELS)
+        build_timm_classifier(spec(name="test_efficientnet", path="r.safetensors"), tmp_path,
+                              LABELS)
     assert err.value.field == "model.path"
 
 

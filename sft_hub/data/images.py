@@ -1,4 +1,4 @@
-"""Images as data: opening any image as RGB, image-folder layouts, image paths in tables, bad images.
+"""Images as data: opened as RGB, image-folder layouts, image paths in tables, bad images.
 
 Every image a model sees goes through :func:`open_image`, so grayscale, RGBA, palette, CMYK and
 16-bit files, EXIF-rotated phone photos and corrupt files behave the same whether they come from an
@@ -17,11 +17,14 @@ from typing import Any, Iterable
 from ..errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm",
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+    ".pnm",
 })
 #: Split folder names recognised under an image-folder root (``val`` and ``valid`` mean validation).
-SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val", "valid"), "test": ("test",)}
-SKIP_HINT = "replace or delete the file, or set data.skip_bad_images: true to skip unreadable images"
+SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val", "valid"),
+                 "test": ("test",)}
+SKIP_HINT = ("replace or delete the file, or set data.skip_bad_images: true to skip unreadable "
+             "images")
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 
@@ -128,7 +131,8 @@ def _high_depth_to_l(image):
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return (path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+            and not path.name.startswith("."))
 
 
 # -- image folders ----------------------------------------------------------------------------
@@ -161,8 +165,9 @@ def scan_label_folders(folder: Path, split: str = "train") -> tuple[list[str], l
     splits = split_folders(folder)
     if splits:
         per_split = ", ".join(f"{s}: {p}" for s, p in splits.items())
-        raise DataError(f"this folder holds split folders ({', '.join(p.name for p in splits.values())})"
-                        ", not label folders", file=str(folder), field=field_name,
+        names = ", ".join(p.name for p in splits.values())
+        raise DataError(f"this folder holds split folders ({names}), not label folders",
+                        file=str(folder), field=field_name,
                         hint=f"give one folder per split in data.files ({per_split})")
     paths: list[str] = []
     labels: list[str] = []
@@ -172,15 +177,17 @@ def scan_label_folders(folder: Path, split: str = "train") -> tuple[list[str], l
                 paths.append(str(file.resolve()))
                 labels.append(label_dir.name)
     if not paths:
-        raise DataError("no images found in <label>/ subfolders", file=str(folder), field=field_name,
-                        hint="lay the folder out as <label>/<image files> (e.g. train/cat/001.jpg); "
+        raise DataError("no images found in <label>/ subfolders", file=str(folder),
+                        field=field_name,
+                        hint="lay the folder out as <label>/<image files> (e.g. cat/001.jpg); "
                         f"recognised extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}")
     return paths, labels
 
 
 def read_image_folder(files: list[str], spec: Any):
     """The ``imagefolder`` reader of :data:`sft_hub.data.sources.READERS`: one split's folders as
-    a dataset of image paths (``spec.image_column``) and folder-name labels (``spec.label_column``)."""
+    a dataset of image paths (``spec.image_column``) and folder-name labels
+    (``spec.label_column``)."""
     from datasets import Dataset
 
     paths: list[str] = []

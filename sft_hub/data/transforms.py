@@ -10,8 +10,8 @@ Training augmentation presets are built with timm's transform factory from the s
 
 - ``none``: the evaluation transform;
 - ``light``: random resized crop (50-100% of the area) + horizontal flip;
-- ``strong``: random resized crop (8-100%) + horizontal flip + RandAugment (``rand-m9-mstd0.5-inc1``)
-  + random erasing (p=0.25).
+- ``strong``: random resized crop (8-100%) + horizontal flip + RandAugment
+  (``rand-m9-mstd0.5-inc1``) + random erasing (p=0.25).
 
 Transforms run lazily (``Dataset.set_transform``): images are decoded and augmented per batch, in
 the dataloader workers (``training.dataloader_num_workers``), never stored.
@@ -23,7 +23,8 @@ from typing import Any, Callable
 from .images import image_name, open_image
 
 PRESETS = ("none", "light", "strong")
-_PIL_INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+_PIL_INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box",
+                      5: "hamming"}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -32,6 +33,13 @@ def _size_field(size: Any, key: str):
     if size is None:
         return None
     return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def _center_crop(processor: Any):
+    """The processor's center-crop size, when it crops."""
+    if getattr(processor, "do_center_crop", False):
+        return getattr(processor, "crop_size", None)
+    return None
 
 
 def is_timm_processor(processor: Any) -> bool:
@@ -44,7 +52,7 @@ def data_config(processor: Any) -> dict[str, Any]:
     if is_timm_processor(processor):
         return dict(processor.data_config)
     size = getattr(processor, "size", None)
-    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    crop = _center_crop(processor)
     height = _size_field(crop, "height") or _size_field(size, "height")
     width = _size_field(crop, "width") or _size_field(size, "width")
     if not (height and width):  # shortest-edge resize (then a square center crop, e.g. ConvNeXt)
@@ -62,11 +70,11 @@ def data_config(processor: Any) -> dict[str, Any]:
 def set_input_size(processor: Any, image_size: int) -> None:
     """Make a transformers image processor produce ``image_size`` x ``image_size`` inputs.
 
-    Resize and center crop keep their ratio (e.g. resize 256 / crop 224 becomes ~1.14 x size / size).
+    Resize and center crop keep their ratio (resize 256 / crop 224 becomes 1.14 x size / size).
     The processor is saved with the run, so prediction uses the same size.
     """
     size = getattr(processor, "size", None)
-    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    crop = _center_crop(processor)
     height, shortest = _size_field(size, "height"), _size_field(size, "shortest_edge")
     crop_h = _size_field(crop, "height")
     scale = image_size / crop_h if crop_h else None
@@ -109,8 +117,9 @@ def train_transform(processor: Any, preset: str) -> Callable[[Any], Any]:
     from timm.data import create_transform
 
     cfg = data_config(processor)
-    common = dict(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
-                  mean=cfg["mean"], std=cfg["std"], hflip=0.5, color_jitter=None)
+    common = dict(input_size=cfg["input_size"], is_training=True,
+                  interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"], hflip=0.5,
+                  color_jitter=None)
     if preset == "light":
         return create_transform(**common, scale=(0.5, 1.0))
     return create_transform(**common, scale=(0.08, 1.0), auto_augment="rand-m9-mstd0.5-inc1",

@@ -9,8 +9,8 @@ the class count differs from the checkpoint's.
 
 The model is then placed inside transformers' ``TimmWrapperForImageClassification``: the Trainer
 gets an ``ImageClassifierOutput`` with the loss, and ``save_pretrained`` writes timm's native layout
-(``config.json`` with ``architecture``, ``pretrained_cfg`` and ``label_names``; ``model.safetensors``
-with timm's own parameter names). A run directory therefore loads with
+(``config.json`` with ``architecture``, ``pretrained_cfg`` and ``label_names``;
+``model.safetensors`` with timm's own parameter names). A run directory therefore loads with
 ``timm.create_model("local-dir:<run>", pretrained=True)``, after a push with
 ``timm.create_model("hf-hub:<repo>", pretrained=True)``, and with
 ``pipeline("image-classification", model=<run>)``, which predicts the real label names.
@@ -35,7 +35,8 @@ def timm_source(spec: ModelSpec, base_dir: Path) -> tuple[str, dict[str, Any]]:
         if not spec.pretrained:
             raise RecipeError("model.path gives weights but model.pretrained is false",
                               field="model.pretrained",
-                              hint="remove model.path to train from scratch, or set pretrained: true")
+                              hint="remove model.path to train from scratch, or set "
+                              "pretrained: true")
         if path.is_dir():
             return f"local-dir:{path}", {"pretrained": True}
         if spec.name.startswith(SOURCE_PREFIXES) or "/" in spec.name:
@@ -74,8 +75,9 @@ def _create(name: str, kwargs: dict[str, Any], spec: ModelSpec):
                           "model.pretrained: false for random weights") from None
     except (OSError, ValueError) as e:
         raise RecipeError(f"cannot load timm weights for {name!r}: {e}", field="model.name",
-                          hint="check the name and your network; offline, set model.path to a local "
-                          "weights file, or model.pretrained: false for random weights") from None
+                          hint="check the name and your network; offline, set model.path to a "
+                          "local weights file, or model.pretrained: false for random weights"
+                          ) from None
 
 
 def _native_config(model, image_size: Optional[int]) -> dict[str, Any]:

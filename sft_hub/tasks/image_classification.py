@@ -111,9 +111,11 @@ class ImageClassification(SingleLabelTask):
             return None
         folders = {p.parent.resolve() for p in paths}
         if len(folders) > 1:
-            raise DataError(f"the {split} files are in several folders ({', '.join(map(str, folders))})"
-                            ": image paths in them would be ambiguous", field=f"data.files.{split}",
-                            hint="keep one split's tables in one folder, or use absolute image paths")
+            listed = ", ".join(map(str, sorted(folders)))
+            raise DataError(f"the {split} files are in several folders ({listed}): image paths "
+                            "in them would be ambiguous", field=f"data.files.{split}",
+                            hint="keep one split's tables in one folder, or use absolute image "
+                            "paths")
         return folders.pop()
 
     def load_data(self) -> "DatasetDict":
@@ -165,7 +167,8 @@ class ImageClassification(SingleLabelTask):
             from ..data.transforms import set_input_size
             from ..models.transformers_backend import load_processor
 
-            self.processor = load_processor(self.recipe.model, self.recipe_dir, "AutoImageProcessor")
+            self.processor = load_processor(self.recipe.model, self.recipe_dir,
+                                            "AutoImageProcessor")
             if image_size:
                 set_input_size(self.processor, image_size)
         return self.processor
