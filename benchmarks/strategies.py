@@ -37,7 +37,7 @@ STRATEGIES = {
     "lora": ({"name": "lora", "r": 16, "alpha": 32, "dropout": 0.1}, 1e-3),
     "dora": ({"name": "lora", "r": 16, "alpha": 32, "dropout": 0.1, "use_dora": True}, 1e-3),
     "ia3": ({"name": "ia3"}, 5e-3),
-    "freeze (head only)": ({"name": "freeze", "train_last_n_layers": 0}, 1e-3),
+    "freeze (head only)": ({"name": "freeze", "train_last_n_layers": 0}, 1e-2),
     "freeze (last 2)": ({"name": "freeze", "train_last_n_layers": 2}, 2e-4),
 }
 
@@ -85,14 +85,14 @@ def run_one(recipe: str, result_path: str) -> None:
 
     result = train(recipe)
     trained = result.metrics["train"]
+    state = json.loads((result.run_dir / "trainer_state.json").read_text())
     on_gpu = torch.cuda.is_available()
     peak = (torch.cuda.max_memory_allocated() if on_gpu
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # KiB on Linux
     Path(result_path).write_text(json.dumps({
         "trainable_percent": result.run_info["parameters"]["trainable_percent"],
         "trainable": result.run_info["parameters"]["trainable"],
-        "s_per_step": 1.0 / trained["steps_per_second"] if trained.get("steps_per_second") else
-        None,
+        "s_per_step": trained["runtime"] / state["global_step"],
         "peak_bytes": peak, "memory_kind": "CUDA max allocated" if on_gpu else "peak RSS",
         "accuracy": result.metrics["validation"]["accuracy"],
     }))

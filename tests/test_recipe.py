@@ -165,3 +165,13 @@ def test_saved_recipe_paths_stay_valid_from_the_run_directory(write_recipe, tmp_
     saved = loaded.to_dict(relative_to=tmp_path / "runs" / "x")
     assert saved["data"]["files"]["train"] == "../../data/train.csv"
     assert loaded.to_dict()["data"]["files"]["train"] == "data/train.csv"
+
+
+def test_strategy_errors_name_the_strategy_field(write_recipe):
+    msg = error_of(write_recipe(base_recipe(strategy={"name": "lora", "r": 0, "alpah": 3})))
+    assert "strategy.r: Input should be greater than 0" in msg
+    assert "strategy.alpah: unknown key; did you mean strategy.alpha?" in msg
+    msg = error_of(write_recipe(base_recipe(strategy={"name": "lorra"})))
+    assert "strategy.name: 'lorra' is not one of" in msg and "did you mean 'lora'?" in msg
+    msg = error_of(write_recipe(base_recipe(strategy={"name": "freeze", "train_last_n_layer": 2})))
+    assert "did you mean strategy.train_last_n_layers?" in msg

@@ -252,6 +252,8 @@ def validate_data(data: dict, origins: Origins, *, source: str) -> RecipeBase:
     except ValidationError as exc:
         for err in exc.errors():
             loc, shown = _display_loc(model_cls, err["loc"])
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the tag is the field
+                loc, shown = loc + ("name",), f"{shown}.name"
             problems.append((_origin(origins, loc, source), shown,
                              _message(model_cls, err, loc, shown)))
     training = data.get("training") or {}
@@ -314,17 +316,21 @@ def _model_at(model_cls, loc: tuple):
 
 def _display_loc(model_cls, loc: tuple) -> tuple[tuple, str]:
     """Drop pydantic's union/function tags from a location and render it dotted."""
-    parts = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("function-") or
-                                                              "[" in p)))
+    parts = _raw_parts(loc)
     owner, clean = _model_at(model_cls, parts[:-1]) if parts else (model_cls, ())
     full = clean + parts[-1:] if parts else ()
     return full, ".".join(str(p) for p in full)
 
 
+def _raw_parts(loc: tuple) -> tuple:
+    return tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("function-") or
+                                                                "[" in p)))
+
+
 def _message(model_cls, err: dict, loc: tuple, shown: str) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        owner, _ = _model_at(model_cls, loc[:-1])
+        owner, _ = _model_at(model_cls, _raw_parts(err["loc"])[:-1])
         valid = list(owner.model_fields) if owner is not None else []
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
         prefix = ".".join(str(p) for p in loc[:-1])
@@ -335,7 +341,7 @@ def _message(model_cls, err: dict, loc: tuple, shown: str) -> str:
         return "required field is missing"
     if kind in ("union_tag_invalid", "literal_error"):
         expected = err.get("ctx", {}).get("expected_tags") or err.get("ctx", {}).get("expected")
-        got = err.get("input")
+        got = err.get("ctx", {}).get("tag", err.get("input"))
         close = difflib.get_close_matches(str(got), [t.strip(" '") for t in str(expected).replace(
             " or ", ",").split(",")], n=1) if expected else []
         hint = f"; did you mean {close[0]!r}?" if close else ""
