@@ -175,3 +175,13 @@ def test_strategy_errors_name_the_strategy_field(write_recipe):
     assert "strategy.name: 'lorra' is not one of" in msg and "did you mean 'lora'?" in msg
     msg = error_of(write_recipe(base_recipe(strategy={"name": "freeze", "train_last_n_layer": 2})))
     assert "did you mean strategy.train_last_n_layers?" in msg
+
+
+def test_yes_no_stay_strings_and_true_false_are_booleans(write_recipe):
+    loaded = load_recipe(write_recipe(
+        "task: text-classification\nmodel: {name: m}\ndata: {dataset: d}\n"
+        "training: {eval_strategy: no, save_strategy: no, bf16: false, fp16: False}\n"),
+        ["training.load_best_model_at_end=false"])
+    t = loaded.recipe.training
+    assert t["eval_strategy"] == "no" and t["save_strategy"] == "no"
+    assert t["bf16"] is False and t["fp16"] is False and t["load_best_model_at_end"] is False

@@ -1,7 +1,8 @@
 """Safe YAML reading and writing for recipes.
 
-The loader is ``yaml.SafeLoader`` (recipes are data, never code) with two fixes users expect:
-``3e-5`` is a float (YAML 1.1 wants ``3.0e-5``), and a key repeated in one mapping is an error
+The loader is ``yaml.SafeLoader`` (recipes are data, never code) with three fixes users expect:
+``3e-5`` is a float (YAML 1.1 wants ``3.0e-5``), ``no``/``yes``/``on``/``off`` are strings (only
+``true``/``false`` are booleans, as in YAML 1.2), and a key repeated in one mapping is an error
 instead of silently keeping the last value.
 """
 from __future__ import annotations
@@ -16,6 +17,15 @@ from ..errors import RecipeError
 
 class RecipeLoader(yaml.SafeLoader):
     pass
+
+
+# YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off as booleans, which turns
+# `eval_strategy: no` into False; here they stay strings.
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 RecipeLoader.add_implicit_resolver(
