@@ -202,7 +202,7 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 
         publish_final(run_dir, write, run_info)
-        _print_summary(run_dir, metrics)
+        _print_summary(run_dir, metrics, task)
     state.wait_for_everyone()
     result = RunResult(run_dir=run_dir, metrics=metrics, run_info=run_info)
     if r.hub.push and state.is_main_process:
@@ -266,11 +266,10 @@ def _effective_arguments(args) -> dict[str, Any]:
     return out
 
 
-def _print_summary(run_dir: Path, metrics: dict[str, dict[str, float]]) -> None:
+def _print_summary(run_dir: Path, metrics: dict[str, dict[str, float]], task) -> None:
     print(f"\nrun directory: {run_dir}")
     for split in ("validation", "test"):
         if split in metrics:
-            shown = {k: v for k, v in metrics[split].items()
-                     if not k.startswith(("runtime", "samples_per", "steps_per", "epoch"))
-                     and isinstance(v, (int, float))}
+            shown = {k: metrics[split][k] for k in ("loss", *task.headline_metrics)
+                     if k in metrics[split]}
             print(f"{split:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))

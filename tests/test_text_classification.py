@@ -12,7 +12,7 @@ from sft_hub.errors import DataError
 from sft_hub.recipe.load import load_recipe
 from sft_hub.training import train
 
-from .conftest import make_text_rows, write_csv
+from .conftest import make_text_rows
 
 
 def test_string_labels_map_to_sorted_names_and_ids():

@@ -1,7 +1,7 @@
 """Shared base for tasks with one label per example (text and image classification)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..data.labels import derive_labels, encode_labels
 from ..data.sources import check_local_columns, finalize_splits, load_raw_splits
@@ -46,16 +46,6 @@ class SingleLabelTask(Task):
             if name.endswith("_column") and value == column:
                 return name
         return "label_column"
-
-    @property
-    def seed(self) -> int:
-        return int(self.recipe.training.get("seed", 42))
-
-    def build_model(self) -> Any:
-        from ..models.transformers_backend import label_config, load_model
-
-        return load_model(self.recipe.model, self.recipe_dir, self.auto_model_class,
-                          **label_config(self.labels))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
         from ..metrics import classification_metrics

@@ -25,6 +25,8 @@ class Task:
     peft_task_type: ClassVar[Optional[str]] = None  # peft.TaskType name, e.g. "SEQ_CLS"
     default_metric: ClassVar[str] = "accuracy"  # metric_for_best_model unless the recipe sets one
     greater_is_better: ClassVar[bool] = True
+    # Metrics printed in the end-of-run summary (all of them stay in metrics.json).
+    headline_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro", "top5_accuracy")
 
     def __init__(self, recipe: "RecipeBase", recipe_dir: Path):
         self.recipe = recipe
@@ -50,9 +52,16 @@ class Task:
         """Tokenizer or image processor (also stored as :attr:`processor`)."""
         raise NotImplementedError
 
+    @property
+    def seed(self) -> int:
+        return int(self.recipe.training.get("seed", 42))
+
     def build_model(self) -> Any:
         """The model with a head sized for :attr:`labels` and real label names in its config."""
-        raise NotImplementedError
+        from ..models.transformers_backend import label_config, load_model
+
+        return load_model(self.recipe.model, self.recipe_dir, self.auto_model_class,
+                          **label_config(self.labels))
 
     def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
         raise NotImplementedError

@@ -50,6 +50,7 @@ class TokenClassification(Task):
     auto_model_class = "AutoModelForTokenClassification"
     peft_task_type = "TOKEN_CLS"
     default_metric = "entity_f1"
+    headline_metrics = ("entity_precision", "entity_recall", "entity_f1", "token_accuracy")
 
     # -- validation (no torch) ------------------------------------------------------------
     def required_columns(self) -> list[str]:
@@ -70,10 +71,6 @@ class TokenClassification(Task):
                     read_conll(path, tag_column=spec.conll_tag_column)
 
     # -- data -------------------------------------------------------------------------------
-    @property
-    def seed(self) -> int:
-        return int(self.recipe.training.get("seed", 42))
-
     def load_data(self) -> "DatasetDict":
         from datasets import ClassLabel, DatasetDict
 
@@ -177,12 +174,6 @@ class TokenClassification(Task):
                                             add_prefix_space=True)
         require_word_ids(self.processor, self.recipe.model.processor or self.recipe.model.name)
         return self.processor
-
-    def build_model(self) -> Any:
-        from ..models.transformers_backend import label_config, load_model
-
-        return load_model(self.recipe.model, self.recipe_dir, self.auto_model_class,
-                          **label_config(self.labels))
 
     def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
         from datasets import Dataset, DatasetDict
