@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from .strategies import STRATEGIES
+
 # Trainer bookkeeping that is not a quality measure.
 NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "total_flos")
 PER_CLASS_FIELDS = ("precision", "recall", "f1", "support")
@@ -193,7 +195,8 @@ def card_data(run: RunRecord, *, repo_id: str, kind: str):
                 metric_value=round(float(figures[key]), 6)))
     hub = run.section("hub")
     library = library_name(run, kind)
-    tags = ["sft-hub", run.task, run.strategy.get("name", "full"),
+    strategy = _strategy_facts(run).get("name") or run.strategy.get("name", "full")
+    tags = ["sft-hub", run.task, strategy,
             *([library] if library != "transformers" else []), *(hub.get("tags") or [])]
     # base_model must be a Hub model id; a timm registry name or random weights have none
     pretrained = run.section("model").get("pretrained", True)
@@ -207,27 +210,47 @@ def card_data(run: RunRecord, *, repo_id: str, kind: str):
 
 # -- body -----------------------------------------------------------------------------------------
 
+def _strategy_facts(run: RunRecord) -> dict[str, Any]:
+    """The strategy's declared contract: as the run recorded it (``strategy_contract`` in
+    run_info.json), else, for run directories written before that record, the registered
+    strategy's contract for the recipe's ``strategy:`` section; {} for an unknown strategy."""
+    facts = run.info.get("strategy_contract")
+    if isinstance(facts, dict):
+        return facts
+    try:
+        section = run.strategy
+        spec_class = STRATEGIES.get(section.get("name", "full"), field="strategy.name").spec_class
+        return spec_class.model_validate(section).contract().to_dict()
+    except Exception:  # an unknown or changed strategy still gets a card
+        return {}
+
+
+# For a strategy whose contract is unknown: what the pushed layout itself says.
+GENERIC_WEIGHTS = {"model": "the model weights", "adapter": "an adapter (see adapter_config.json)",
+                   "both": "a model at the root and an adapter in `adapter/`"}
+
+
 def _strategy_text(run: RunRecord) -> str:
     spec = run.strategy
+    facts = _strategy_facts(run)
     options = ", ".join(f"{k}={v}" for k, v in spec.items()
                         if k != "name" and v not in (None, [], {}))
-    text = f"`{spec.get('name', 'full')}`" + (f" ({options})" if options else "")
+    name = facts.get("name") or spec.get("name", "full")
+    text = f"`{name}`" + (f" ({options})" if options else "")
     params = run.info.get("parameters") or {}
     if params.get("total"):
         trainable = params.get("trainable", 0)
         percent = params.get("trainable_percent", 100 * trainable / params["total"])
         text += f"; {trainable:,} of {params['total']:,} parameters trained ({percent:.2f}%)"
+    if facts.get("trains"):
+        text += f": {facts['trains']}"
     return text
 
 
 def _weights_text(run: RunRecord, kind: str) -> str:
-    if kind == "adapter":
-        return "a PEFT adapter with its task head (the base model is downloaded when loading)"
-    if kind == "both":
-        return "the merged model at the root, the PEFT adapter in `adapter/`"
-    if run.strategy.get("name", "full") in ("full", "freeze"):
-        return "the full fine-tuned model"
-    return "the full model, with the adapter merged into the base weights"
+    """How the strategy's contract describes the pushed layout ``kind`` (model/adapter/both)."""
+    weights = _strategy_facts(run).get("weights") or {}
+    return weights.get(kind) or GENERIC_WEIGHTS.get(kind, GENERIC_WEIGHTS["model"])
 
 
 def _data_text(run: RunRecord) -> str:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from .errors import RecipeError, SftHubError
+from .strategies import strategy_contract
 
 if TYPE_CHECKING:  # pragma: no cover
     from accelerate import PartialState
@@ -46,8 +47,6 @@ PRECISIONS = ("no", "fp16", "bf16")
 LAUNCHER_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
 LAUNCHER_FIELD = "mixed_precision (accelerate config or --mixed_precision)"
 GATHERED = ".gathered"  # run-dir folder the sharded final model is gathered into before staging
-# Strategies whose saved form needs the whole model in one process (merging an adapter).
-_MERGED_SAVES = ("merged", "both")
 
 
 class PrecisionConflictWarning(UserWarning):
@@ -140,6 +139,7 @@ def _cpu_supports(precision: str) -> bool:
     AVX512-FP16 / AMX-FP16 for fp16); emulation is too slow to train with."""
     import torch
 
+    # torch has no public probe for native CPU bf16/fp16 kernels (torch.cpu's are private too).
     probe = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}[precision]
     try:
         return bool(getattr(torch.ops.mkldnn, probe)())
@@ -222,15 +222,21 @@ def weights_are_sharded(trainer: Any) -> bool:
                 getattr(trainer, "is_deepspeed_enabled", False))
 
 
+def engine(trainer: Any) -> Optional[str]:
+    """The multi-process engine the Trainer runs (``fsdp``, ``deepspeed``, ``ddp``), or None for
+    one process: the names strategy contracts declare their engines by."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return "fsdp"
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        return "deepspeed"
+    args = getattr(trainer, "args", None)
+    return "ddp" if getattr(args, "world_size", 1) > 1 else None
+
+
 def check_strategy_fits_engine(strategy: Any, trainer: Any) -> None:
-    """Merging an adapter needs the whole model in one process: refuse it under sharded engines
-    before training, not after."""
-    save = getattr(getattr(strategy, "spec", None), "save", None)
-    if weights_are_sharded(trainer) and save in _MERGED_SAVES:
-        raise RecipeError(
-            f"strategy.save: {save} merges the adapter into the model, which needs the whole model "
-            "in one process; FSDP and DeepSpeed keep it in pieces", field="strategy.save",
-            hint="use save: adapter with FSDP / DeepSpeed and merge afterwards, or train with DDP")
+    """Refuse, before training, an engine the strategy's contract does not run under (e.g. a
+    save that merges an adapter, which needs the whole model in one process, under FSDP)."""
+    strategy_contract(strategy).check_engine(engine(trainer))
 
 
 def save_sharded_model(trainer: Any, out_dir: Path) -> None:

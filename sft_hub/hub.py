@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 from .errors import HubError, RecipeError, RunDirError
+from .strategies import strategy_contract
+from .strategies.base import PUSHABLE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .recipe.schema import HubSpec
@@ -190,6 +192,8 @@ def _is_main_process() -> bool:
         from accelerate.state import PartialState
     except ImportError:  # pragma: no cover - accelerate is a dependency
         return True
+    # accelerate has no public "is PartialState initialised" (PartialState() would initialise it,
+    # accelerate.state.is_initialized asks AcceleratorState only), hence its shared state here.
     if PartialState._shared_state == {}:  # not initialised: a plain single-process call
         return True
     return PartialState().is_main_process
@@ -198,21 +202,23 @@ def _is_main_process() -> bool:
 # -- preflight ------------------------------------------------------------------------------------
 
 def check_push_form(push: Optional[str], strategy: Any) -> None:
-    """The run will hold what ``hub.push`` asks for: an adapter needs an adapter strategy that
-    saves one, ``both`` needs ``strategy.save: both``. No network; a RecipeError names the fix."""
-    save = getattr(strategy, "save", None)  # adapter strategies: adapter | merged | both
-    needs = {"adapter": ("adapter", "both"), "merged": ("merged", "both"),
-             "both": ("both",)}.get(push or "")
-    if needs is None or save in needs or (push == "merged" and save is None):
+    """The run will hold what ``hub.push`` asks for, as the strategy's contract declares it
+    (``strategy``: a recipe's ``strategy:`` section or a built strategy). No network; a
+    RecipeError names the fix."""
+    if push is None:
         return
-    if save is None:
-        raise RecipeError(f"hub.push: {push} needs an adapter, but strategy "
-                          f"{getattr(strategy, 'name', 'full')!r} trains the model itself",
-                          field="hub.push",
-                          hint="use hub.push: model (or an adapter strategy, e.g. lora)")
+    contract = strategy_contract(strategy)
+    if push in contract.push_forms:
+        return
+    needs = [form for form in contract.save_forms if push in PUSHABLE[form]]
+    if not needs:
+        raise RecipeError(f"hub.push: {push} needs an adapter, but strategy {contract.name!r} "
+                          "trains the model itself", field="hub.push",
+                          hint=f"use hub.push: {' or '.join(contract.push_forms)} (or an adapter "
+                               "strategy, e.g. lora)")
     raise RecipeError(f"hub.push: {push} needs strategy.save: {' or '.join(needs)} "
-                      f"(it is {save!r})", field="hub.push",
-                      hint=f"set strategy.save: {needs[-1]}, or hub.push: {save}")
+                      f"(it is {contract.saves!r})", field="hub.push",
+                      hint=f"set strategy.save: {needs[-1]}, or hub.push: {contract.saves}")
 
 
 def _check_repo_id(repo_id: Optional[str]) -> None:

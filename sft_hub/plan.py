@@ -2,7 +2,9 @@
 
 Builds the task's model (labels from ``data.labels`` or the data itself, so the head has its real
 size), lets the strategy prepare it, and reports total and trainable parameters plus the
-strategy's own facts (layers found, head, adapter targets, unfreezing schedule).
+strategy's declared contract (what it trains, the form it saves, the push forms and engines it
+supports) and its own facts about the prepared model (layers found, head, adapter targets,
+unfreezing schedule).
 """
 from __future__ import annotations
 
@@ -39,7 +41,11 @@ def plan(recipe: Union[RecipeBase, Any], recipe_dir: Optional[Union[str, Path]] 
             e.file = source
         raise
     counts = count_parameters(model)
-    return {"model": recipe.model.name, "task": recipe.task, "strategy": recipe.strategy.name,
+    contract = strategy.contract()
+    return {"model": recipe.model.name, "task": recipe.task, "strategy": contract.name,
+            "trains": contract.trains, "saves": contract.saves,
+            "push_forms": list(contract.push_forms),
+            "engines": ["single process", *contract.engines],
             "labels": len(task.labels), "base_params": base_params,
             "total_params": counts["total"], "trainable_params": counts["trainable"],
             "trainable_percent": counts["trainable_percent"], **strategy.describe(model)}

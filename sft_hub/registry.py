@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from typing import Generic, TypeVar
+from typing import Callable, Generic, Optional, TypeVar
 
 from .errors import RecipeError
 
@@ -16,14 +16,28 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, package: str, kind: str):
+    """``check`` (optional) is called with every class at registration and raises ``TypeError``
+    when the class lacks a declared piece of its plugin contract: a plugin that is incomplete fails
+    when its module is imported, not when some later command first asks it a question."""
+
+    def __init__(self, package: str, kind: str,
+                 check: Optional[Callable[[type[T]], None]] = None):
         self.package = package
         self.kind = kind
+        self.check = check
         self._items: dict[str, type[T]] = {}
         self._loaded = False
 
     def register(self, cls: type[T]) -> type[T]:
-        self._items[cls.name] = cls
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{self.kind} class {cls.__qualname__} has no name")
+        if name in self._items and self._items[name] is not cls:
+            raise TypeError(f"{self.kind} {name!r} is registered twice "
+                            f"({self._items[name].__qualname__} and {cls.__qualname__})")
+        if self.check is not None:
+            self.check(cls)
+        self._items[name] = cls
         return cls
 
     def _load(self) -> None:

@@ -239,6 +239,7 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, se
         "labels": task.labels,
         "parameters": params,
         "notes": task.notes,
+        "strategy_contract": loaded.recipe.strategy.card_facts(),  # the card's (strategies/base.py)
         "train_seconds": round(time.time() - started, 2),
         "hardware": device,
         "topology": topology(trainer),

@@ -140,20 +140,16 @@ def test_ddp_unused_parameter_failure_becomes_advice():
 
 
 def test_merging_an_adapter_is_refused_under_sharded_engines():
-    class Spec:
-        save = "merged"
-
-    class Strategy:
-        spec = Spec()
+    from .strategies_helpers import make_strategy
 
     class FsdpTrainer:
         is_fsdp_enabled, is_deepspeed_enabled = True, False
 
+    merging = make_strategy({"name": "lora", "save": "merged"})
     with pytest.raises(RecipeError, match="needs the whole model") as e:
-        distributed.check_strategy_fits_engine(Strategy(), FsdpTrainer())
+        distributed.check_strategy_fits_engine(merging, FsdpTrainer())
     assert e.value.field == "strategy.save"
-    Spec.save = "adapter"
-    distributed.check_strategy_fits_engine(Strategy(), FsdpTrainer())
+    distributed.check_strategy_fits_engine(make_strategy({"name": "lora"}), FsdpTrainer())
 
 
 def test_sharded_final_save_path_writes_a_complete_run(text_recipe, write_recipe, monkeypatch):

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from ..errors import RecipeError
-from .freeze import UNFREEZE_DISTRIBUTED
-
 
 class GradualUnfreezing(TrainerCallback):
     """Applies the strategy's schedule at each epoch start (and on resume, at train start)."""
@@ -18,9 +15,7 @@ class GradualUnfreezing(TrainerCallback):
         self.strategy = strategy
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if args.world_size > 1:
-            raise RecipeError(UNFREEZE_DISTRIBUTED, field="strategy.unfreeze_schedule",
-                              hint="train on one process, or drop unfreeze_schedule")
+        self.strategy.check_processes(args.world_size)
         self.strategy.apply_epoch(state.epoch or 0.0)
 
     def on_epoch_begin(self, args, state, control, **kwargs):

@@ -21,10 +21,12 @@ from pydantic import Field, NonNegativeInt, PositiveInt, ValidationInfo, field_v
 from ..errors import RecipeError
 from ..recipe.schema import Strict
 from . import STRATEGIES
-from .base import Strategy, StrategySpec
+from .base import ENGINES, EngineLimit, Strategy, StrategySpec
 
-UNFREEZE_DISTRIBUTED = ("gradual unfreezing is not supported with several processes: distributed "
-                        "data parallel fixes the set of trained parameters when it wraps the model")
+UNFREEZE_DISTRIBUTED = EngineLimit(
+    "gradual unfreezing is not supported with several processes: distributed data parallel fixes "
+    "the set of trained parameters when it wraps the model", field="strategy.unfreeze_schedule",
+    hint="train on one process, or drop unfreeze_schedule")
 LayerCount = Union[NonNegativeInt, Literal["all"]]
 
 
@@ -68,6 +70,15 @@ class Freeze(Strategy):
     name = "freeze"
     spec_class = FreezeSpec
     spec: FreezeSpec
+    trains = "the task head and the last layers (strategy.train_last_n_layers)"
+    weights = {"model": "the full fine-tuned model"}
+
+    @classmethod
+    def engine_limits(cls, spec: FreezeSpec) -> dict[str, EngineLimit]:
+        limits = super().engine_limits(spec)
+        if spec.unfreeze_schedule:
+            limits.update({engine: UNFREEZE_DISTRIBUTED for engine in ENGINES})
+        return limits
 
     def setup(self, model: Any) -> Any:
         self.layout(model)
@@ -84,13 +95,16 @@ class Freeze(Strategy):
                               hint="set train_last_n_layers (or a last unfreeze_schedule step) to "
                                    "all, or remove freeze_embeddings")
         self._check_schedule_fits_training()
-        if self.spec.unfreeze_schedule and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise RecipeError(UNFREEZE_DISTRIBUTED, field="strategy.unfreeze_schedule",
-                              hint="train on one process, or drop unfreeze_schedule")
+        self.check_processes(int(os.environ.get("WORLD_SIZE", "1")))
         self._model = model
         self._applied_layers = None
         self.apply_epoch(0.0)
         return model
+
+    def check_processes(self, world_size: int) -> None:
+        """Gradual unfreezing needs one process (also asked by the callback at train start)."""
+        if self.spec.unfreeze_schedule and world_size > 1:
+            raise UNFREEZE_DISTRIBUTED.error()
 
     # -- schedule ----------------------------------------------------------------------------
     def layers_at(self, epoch: float) -> LayerCount:

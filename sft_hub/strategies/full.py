@@ -15,3 +15,5 @@ class FullSpec(StrategySpec):
 class Full(Strategy):
     name = "full"
     spec_class = FullSpec
+    trains = "every parameter"
+    weights = {"model": "the full fine-tuned model"}

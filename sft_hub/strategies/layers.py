@@ -3,9 +3,11 @@
 Discovered from the model, never from per-architecture tables:
 
 * timm models (bare, or inside transformers' ``TimmWrapperForImageClassification`` at
-  ``.timm_model``): the head is ``get_classifier()``; layers are timm's own coarse parameter groups
-  (``group_matcher(coarse=True)``: transformer blocks, or stages for convnets); the first group is
-  the stem and trailing groups (final norm, neck) count as "after the layers".
+  ``.timm_model``): the head is ``get_classifier()``; layers are timm's own coarse parameter groups,
+  as timm's ``group_parameters`` forms them from ``group_matcher(coarse=True)`` (transformer
+  blocks, or stages for convnets; a final norm timm assigns to the previous group trains with the
+  last block); timm's first group is the stem and the parameters its matcher leaves unmatched
+  (neck, pooling norm) count as "after the layers".
 * transformers models: the backbone is the child named by ``base_model_prefix`` and every other
   top-level child with parameters is the head (``classifier``, ``score``, DistilBERT's
   ``pre_classifier``, DeBERTa's ``pooler``...). The layers are the backbone's list of blocks whose
@@ -80,6 +82,16 @@ def unwrap(model: Any) -> Any:
     return model
 
 
+def named_parameters(model: Any) -> list[tuple[str, Any]]:
+    """Every parameter of ``model`` (peft-wrapped or not), named relative to the unwrapped model;
+    parameters that live outside it (a peft prompt encoder) keep their name in the wrapper."""
+    base = unwrap(model)
+    if base is model:
+        return list(model.named_parameters())
+    inner = {id(p): n for n, p in base.named_parameters()}
+    return [(inner.get(id(p), n), p) for n, p in model.named_parameters()]
+
+
 def discover_layout(model: Any, layers_module: Optional[str] = None) -> ModelLayout:
     """Find the head and the layers of ``model`` (see module docstring); RecipeError if unknown."""
     model = unwrap(model)
@@ -128,44 +140,34 @@ def _timm_head(model: Any, timm_model: Any, prefix: str) -> list[str]:
 
 
 def _timm_layout(model: Any, timm_model: Any, prefix: str, head: list[str]) -> ModelLayout:
-    """Layers from timm's coarse ``group_matcher``: stem = 0, blocks/stages = 1..N, rest after."""
+    """Layers from timm's coarse parameter groups: stem = 0, blocks/stages = 1..N, rest after."""
+    from timm.models import group_parameters
+
     matcher = timm_model.group_matcher(coarse=True)
     if not isinstance(matcher, dict):
         raise RecipeError(f"cannot tell the layers of timm model {type(timm_model).__name__} "
                           "(its group_matcher is not a pattern dict)", field=LAYERS_FIELD,
                           hint=_layers_hint(model, head))
-    rules = []  # (regex, ordinal, suffix)
-    for ordinal, spec in enumerate(matcher.values()):
-        if spec is None:
-            continue
-        for pattern, suffix in (spec if isinstance(spec, (list, tuple)) else [(spec, None)]):
-            rules.append((re.compile(pattern), ordinal, suffix))
-
-    keys: dict[str, Any] = {}  # module key -> "stem" | "after" | block sort key
-    for name, _ in timm_model.named_parameters():
-        key = _owner_key(prefix + name)
-        if under(key, head):
-            continue
-        kind: Any = "after"  # unmatched (neck, head norm) and (99999,) suffixes: after the layers
-        for regex, ordinal, suffix in rules:
-            found = regex.match(name)
-            if found:
-                if ordinal == 0:
-                    kind = "stem"
-                elif not suffix:
-                    kind = (ordinal, *(float(g) for g in found.groups() if g is not None))
-                break
-        keys[key] = kind
-    blocks = sorted({k for k in keys.values() if isinstance(k, tuple)})
+    group_of = group_parameters(timm_model, matcher, reverse=True)  # parameter name -> group
+    # timm gathers the parameters its matcher leaves unmatched (head, neck) into its last group. A
+    # catch-all pattern that joins the previous group shows whether that group exists: it merges
+    # the unmatched parameters into the last block, one group fewer.
+    merged = group_parameters(timm_model, {**matcher, "_unmatched": [(r"", (99999,))]},
+                              reverse=True)
+    last = max(group_of.values(), default=0)
+    unmatched = last if last > max(merged.values(), default=0) else None
+    blocks = sorted({g for n, g in group_of.items() if g not in (0, unmatched)
+                     and not under(_owner_key(prefix + n), head)})
     if not blocks:
         raise RecipeError(f"timm model {type(timm_model).__name__} has no layer groups",
                           field=LAYERS_FIELD, hint=_layers_hint(model, head))
-    rank = {k: i + 1 for i, k in enumerate(blocks)}
+    rank = {g: i + 1 for i, g in enumerate(blocks)}
     layout = ModelLayout(num_layers=len(blocks), head=head,
                          source=f"timm group_matcher(coarse=True) of {type(timm_model).__name__}")
-    for key, kind in keys.items():
-        layout.groups[key] = (0 if kind == "stem" else layout.after_id if kind == "after"
-                              else rank[kind])
+    for name, group in group_of.items():
+        key = _owner_key(prefix + name)
+        if not under(key, head):
+            layout.groups[key] = 0 if group == 0 else rank.get(group, layout.after_id)
     for h in head:
         layout.groups[h] = layout.head_id
     return layout

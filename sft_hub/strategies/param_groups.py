@@ -3,7 +3,12 @@
 ``training.layer_decay: d`` scales the learning rate of layer k (1..N, N nearest the head) by
 ``d ** (N + 1 - k)``; the embeddings get ``d ** (N + 1)``; what sits after the layers (final norm,
 pooler) and the head keep the full rate (as in BEiT / timm). ``training.head_learning_rate`` sets
-the head's rate outright. Weight decay skips biases and norm weights, with the Trainer's rules.
+the head's rate outright. Weight decay skips biases and norm weights: the Trainer's own
+``get_decay_parameter_names`` decides.
+
+timm's ``param_groups_layer_decay`` is not used: its groups carry an ``lr_scale`` that only timm's
+schedulers apply (the Trainer's would ignore it), and it decays by timm's rules (every 1-d
+parameter), not the Trainer's; the layer grouping of timm models does come from timm (``.layers``).
 """
 from __future__ import annotations
 
@@ -11,16 +16,15 @@ from typing import Any, Iterable, Optional
 
 from .layers import ModelLayout
 
-# transformers.Trainer.get_decay_parameter_names' name patterns (applied with nn.LayerNorm).
-NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 
+def decay_parameter_ids(model: Any) -> set[int]:
+    """``id()`` of every parameter of ``model`` (wrapped or not) weight decay applies to."""
+    from transformers import Trainer
 
-def decay_parameter_names(model: Any) -> set[str]:
-    """Names (relative to ``model``) of the parameters weight decay applies to."""
-    import torch.nn as nn
-    from transformers.trainer_pt_utils import get_parameter_names
-
-    return set(get_parameter_names(model, [nn.LayerNorm], NO_DECAY_PATTERNS))
+    # The Trainer's rules, from the Trainer itself: an instance method that never reads self (the
+    # Trainer builds its default optimizer with it); there is no module-level function for it.
+    names = set(Trainer.get_decay_parameter_names(None, model))
+    return {id(p) for n, p in model.named_parameters() if n in names}
 
 
 def layer_lr_scale(layout: ModelLayout, gid: int, layer_decay: Optional[float]) -> float:
@@ -34,15 +38,16 @@ def build_param_groups(model: Any, layout: ModelLayout, params: Iterable[tuple[s
                        head_lr: Optional[float] = None) -> list[dict]:
     """One group per (layer, decay or not) that has parameters, named ``<layer>/<decay>``.
 
-    ``model`` is the unwrapped model and ``params`` are (name, parameter) pairs relative to it:
-    the parameters the optimizer must know, including ones that are frozen now but will be
-    unfrozen later (AdamW skips parameters whose gradient is None, so they stay untouched).
+    ``model`` is the model to train (peft-wrapped or not) and ``params`` are (name, parameter)
+    pairs named as :func:`.layers.named_parameters` names them: the parameters the optimizer must
+    know, including ones that are frozen now but will be unfrozen later (AdamW skips parameters
+    whose gradient is None, so they stay untouched) and ones outside the base model.
     """
-    decay_names = decay_parameter_names(model)
+    decay_ids = decay_parameter_ids(model)
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in params:
         gid = layout.group_of(name)
-        decays = name in decay_names
+        decays = id(param) in decay_ids
         group = groups.get((gid, decays))
         if group is None:
             group_lr = (head_lr if gid == layout.head_id and head_lr is not None

@@ -17,6 +17,7 @@ Shared behaviour (:class:`AdapterStrategy`):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -76,6 +77,15 @@ class AdapterStrategy(Strategy):
 
     spec: AdapterSpec
 
+    save_forms = ("adapter", "merged", "both")
+    weights = {
+        "model": "the full model, with the adapter merged into the base weights",
+        "adapter": "a PEFT adapter with its task head (the base model is downloaded when loading)",
+        "both": "the merged model at the root, the PEFT adapter in `adapter/`"}
+
+    @classmethod
+    def saved_form(cls, spec: AdapterSpec) -> str:
+        return spec.save
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         raise NotImplementedError
 
@@ -90,11 +100,14 @@ class AdapterStrategy(Strategy):
         recorded.revision = self.task.recipe.model.revision
         return peft_model
 
-    def common_config(self, layout: ModelLayout) -> dict[str, Any]:
-        """peft config keys every method shares: task type, the head trained fully and saved with
-        the adapter, and the head kept out of the targets (a regex over its module paths)."""
-        return {"task_type": self.task.peft_task_type, "modules_to_save": list(layout.head),
-                "exclude_modules": "(?:" + "|".join(map(re.escape, layout.head)) + r")(?:\..*)?"}
+    def common_config(self, layout: ModelLayout, config_class: type) -> dict[str, Any]:
+        """peft config keys the methods share, limited to those ``config_class`` takes: task
+        type, the head trained fully and saved with the adapter, and the head kept out of the
+        targets (a regex over its module paths; prompt-learning configs have no targets)."""
+        shared = {"task_type": self.task.peft_task_type, "modules_to_save": list(layout.head),
+                  "exclude_modules": "(?:" + "|".join(map(re.escape, layout.head)) + r")(?:\..*)?"}
+        accepted = {f.name for f in dataclasses.fields(config_class)}
+        return {k: v for k, v in shared.items() if k in accepted}
 
     def check_targets(self, model: Any, layout: ModelLayout, targets: Targets, field: str) -> None:
         """Every entry must match a module outside the head; else list the names there are."""
@@ -114,13 +127,14 @@ class AdapterStrategy(Strategy):
 
     def save(self, model: Any, out_dir: Path) -> None:
         out_dir = Path(out_dir)
-        if self.spec.save in ("merged", "both"):
+        form = self.contract().saves
+        if form in ("merged", "both"):
             merged = copy.deepcopy(model).merge_and_unload()
             merged.save_pretrained(out_dir, safe_serialization=True)
-        if self.spec.save in ("adapter", "both"):
+        if form in ("adapter", "both"):
             # The vocabulary is never resized here, so the base embeddings need not be saved (and
             # peft's "auto" would ask the Hub for the base config to find that out).
-            model.save_pretrained(out_dir if self.spec.save == "adapter" else out_dir / "adapter",
+            model.save_pretrained(out_dir if form == "adapter" else out_dir / "adapter",
                                   safe_serialization=True, save_embedding_layers=False)
 
     def describe(self, model: Any) -> dict[str, Any]:
@@ -130,7 +144,7 @@ class AdapterStrategy(Strategy):
         return {"peft_type": str(getattr(model.peft_config["default"].peft_type, "value", "")),
                 "adapted_modules": len(adapted),
                 "adapted_names": sorted({n.rsplit(".", 1)[-1] for n in adapted}),
-                "head": self.layout(model).head, "save": self.spec.save}
+                "head": self.layout(model).head}
 
 
 def adaptable_module_names(model: Any, head: list[str]) -> list[str]:
@@ -173,6 +187,7 @@ class Lora(AdapterStrategy):
     spec_class = LoraSpec
     spec: LoraSpec
 
+    trains = "low-rank updates of the adapted layers (LoRA) and the task head"
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         from peft import LoraConfig
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
@@ -183,7 +198,8 @@ class Lora(AdapterStrategy):
                    or [n for n, _ in default_layers(unwrap(model), layout.head)])
         return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, bias=s.bias,
                           use_dora=s.use_dora, use_rslora=s.use_rslora,
-                          target_modules=copy.copy(targets), **self.common_config(layout))
+                          target_modules=copy.copy(targets),
+                          **self.common_config(layout, LoraConfig))
 
 
 @STRATEGIES.register
@@ -192,6 +208,7 @@ class Ia3(AdapterStrategy):
     spec_class = Ia3Spec
     spec: Ia3Spec
 
+    trains = "learned rescaling vectors of the adapted layers (IA3) and the task head"
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         from peft import IA3Config
         from peft.utils.constants import (
@@ -210,4 +227,5 @@ class Ia3(AdapterStrategy):
             targets = [n for n, _ in layers]
             feedforward = [n for n, m in layers if narrows(m)]
         return IA3Config(target_modules=copy.copy(targets),
-                         feedforward_modules=copy.copy(feedforward), **self.common_config(layout))
+                         feedforward_modules=copy.copy(feedforward),
+                         **self.common_config(layout, IA3Config))
