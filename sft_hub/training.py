@@ -20,8 +20,8 @@ from .distributed import (GATHERED, check_processes_connected, check_strategy_fi
                           use_cpu, weights_are_sharded)
 from .errors import RecipeError, attributed_to
 from .recipe.load import LoadedRecipe, load_recipe
-from .run_dir import (CHECKPOINTS, check_run_dir, find_checkpoint, publish_final, reset_run_dir,
-                      run_directory)
+from .run_dir import (CHECKPOINTS, abandon_run_dir, check_run_dir, find_checkpoint, finish_run_dir,
+                      publish_final, recover_interrupted_replace, run_directory, start_run_dir)
 from .strategies import get_strategy
 from .tasks import get_task_class
 from .training_controls import (check_model_supports, control_callbacks, declare_batch_mean_loss,
@@ -45,6 +45,7 @@ def _strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 def training_arguments(loaded: LoadedRecipe, task, run_dir: Path):
     """TrainingArguments from our defaults, the task's and the recipe's ``training:`` keys.
 
+    Built before any data or model is loaded, so settings TrainingArguments rejects fail first.
     Device, precision and DDP defaults come from :mod:`sft_hub.distributed` (which also settles
     the recipe-versus-launcher precision rule).
     """
@@ -62,6 +63,8 @@ def training_arguments(loaded: LoadedRecipe, task, run_dir: Path):
         "greater_is_better": task.greater_is_better, "save_total_limit": 2, "report_to": "none",
         "save_only_model": False, **trainer_defaults(),
     }
+    if str(user.get("eval_strategy", "epoch")).lower() == "no":  # nothing to pick a best model by
+        defaults["load_best_model_at_end"] = False
     device, precision = device_arguments(loaded.recipe.training, loaded.path)
     defaults.update(device)
     defaults.update(task.trainer_kwargs())
@@ -138,13 +141,16 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     run_dir = run_directory(loaded)
     state = process_state(cpu=use_cpu(r.training))
     check_processes_connected(state)
-    overwrite = overwrite or r.output.overwrite
-    check_run_dir(run_dir, overwrite=overwrite, resume=bool(resume))
+    if state.is_main_process:
+        recover_interrupted_replace(run_dir)
+    state.wait_for_everyone()
+    place = check_run_dir(run_dir, overwrite=overwrite or r.output.overwrite, resume=bool(resume))
     checkpoint = find_checkpoint(run_dir, resume) if resume else None
     if r.hub.push:
         from .hub import preflight
 
         preflight(r.hub, strategy=r.strategy)
+    args = training_arguments(loaded, task, place.work)  # before data and model: settings first
 
     started = time.time()
     seed = int(r.training.get("seed", 42))
@@ -158,11 +164,29 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     check_model_supports(model, r.training, r.model.name)
     declare_batch_mean_loss(model)
     params = count_parameters(model)
-    args = training_arguments(loaded, task, run_dir)
+    data["train"] = _avoid_single_example_batch(model, data["train"], args, task.notes)
 
-    if state.is_main_process and not resume:
-        reset_run_dir(run_dir)  # only now, after every input check passed
+    if state.is_main_process:
+        start_run_dir(place, recipe=loaded.path, resume=bool(resume))  # after every input check
     state.wait_for_everyone()
+    try:
+        result = _fit_and_publish(loaded, task, strategy, model, args, data, place, state,
+                                  callbacks=callbacks, checkpoint=checkpoint, params=params,
+                                  started=started, seed=seed)
+    except BaseException:
+        if state.is_main_process:
+            abandon_run_dir(place)  # the previous run (if any) is untouched
+        raise
+    if r.hub.push and state.is_main_process:
+        from .hub import push_run
+
+        push_run(run_dir, r.hub)
+    return result
+
+
+def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, place, state, *,
+                     callbacks: list, checkpoint, params, started: float, seed: int) -> RunResult:
+    r = loaded.recipe
     trainer = _make_trainer(
         strategy, model=model, args=args, train_dataset=data["train"],
         eval_dataset=data["validation"], data_collator=task.data_collator(),
@@ -181,10 +205,11 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     if "test" in data:
         metrics["test"] = _strip_prefix(trainer.evaluate(data["test"], metric_key_prefix="test"),
                                         "test")
-    run_info = _run_info(loaded, task, trainer, params, started, seed=seed, resumed_from=checkpoint)
+    run_info = _run_info(loaded, task, trainer, params, started, seed=seed, resumed_from=checkpoint,
+                         work_dir=place.work)
     gathered = None
     if weights_are_sharded(trainer):  # FSDP / DeepSpeed: every process takes part in the gather
-        gathered = run_dir / GATHERED
+        gathered = place.work / GATHERED
         save_sharded_model(trainer, gathered)
         state.wait_for_everyone()
     if state.is_main_process:
@@ -196,24 +221,36 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
             else:
                 strategy.save(trainer.model, staging)
             task.save_processor(staging)
-            (staging / "recipe.yaml").write_text(loaded.to_yaml(relative_to=run_dir),
+            (staging / "recipe.yaml").write_text(loaded.to_yaml(relative_to=place.final),
                                                 encoding="utf-8")
             trainer.state.save_to_json(str(staging / "trainer_state.json"))
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 
-        publish_final(run_dir, write, run_info)
-        _print_summary(run_dir, metrics, task)
+        publish_final(place.work, write, run_info)
+        finish_run_dir(place)  # a previous run is replaced only now, by a complete one
+        _print_summary(place.final, metrics, task)
     state.wait_for_everyone()
-    result = RunResult(run_dir=run_dir, metrics=metrics, run_info=run_info)
-    if r.hub.push and state.is_main_process:
-        from .hub import push_run
+    return RunResult(run_dir=place.final, metrics=metrics, run_info=run_info)
 
-        push_run(run_dir, r.hub)
-    return result
+
+def _avoid_single_example_batch(model, train, args, notes: list[str]):
+    """A model with BatchNorm cannot train on a batch of one example (it crashes on 1x1 feature
+    maps and learns noise otherwise). When the last training batch of an epoch would hold one
+    example, leave that example out (recorded in the run's notes)."""
+    import torch.nn as nn
+
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    if args.world_size > 1 or not any(isinstance(m, norms) for m in model.modules()):
+        return train  # several processes: accelerate evens out the last batches
+    if len(train) > 1 and len(train) % args.per_device_train_batch_size == 1:
+        notes.append(f"left 1 of {len(train)} training examples out so that no training batch "
+                     "holds a single example (the model has BatchNorm layers)")
+        return train.select(range(len(train) - 1))
+    return train
 
 
 def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, seed: int,
-              resumed_from: Union[Path, None]) -> dict[str, Any]:
+              resumed_from: Union[Path, None], work_dir: Path) -> dict[str, Any]:
     import platform
 
     import torch
@@ -248,9 +285,19 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, se
         "global_step": trainer.state.global_step,
         "versions": versions,
         "data_fingerprint": fingerprint(loaded.recipe.data, loaded.base_dir),
-        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_checkpoint": _relative(trainer.state.best_model_checkpoint, work_dir),
         "training_arguments": _effective_arguments(trainer.args),
     }
+
+
+def _relative(path: Union[str, None], base: Path) -> Union[str, None]:
+    """``path`` relative to the run directory (the run may have trained in a sibling folder)."""
+    if not path:
+        return None
+    try:
+        return Path(path).resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 EFFECTIVE_ARGUMENTS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",

@@ -16,6 +16,7 @@ sft-hub's own or spans several keys:
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import importlib.util
 from pathlib import Path
@@ -32,10 +33,11 @@ REPLACED_KEYS = {
 CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")
 
 
-@functools.lru_cache(maxsize=1)
-def scheduler_types() -> tuple[str, ...]:
-    """``lr_scheduler_type`` values of the installed transformers, read from its source (no import:
-    importing transformers' trainer utilities pulls in torch)."""
+@functools.lru_cache(maxsize=None)
+def enum_values(class_name: str) -> tuple[str, ...]:
+    """String values of an enum in the installed transformers' ``trainer_utils`` (``SchedulerType``,
+    ``IntervalStrategy``, ``SaveStrategy``...), read from its source: importing transformers' trainer
+    utilities pulls in torch."""
     spec = importlib.util.find_spec("transformers")
     if spec is None or not spec.submodule_search_locations:
         return ()
@@ -45,11 +47,16 @@ def scheduler_types() -> tuple[str, ...]:
     except OSError:
         return ()
     for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "SchedulerType":
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
             return tuple(stmt.value.value for stmt in node.body
                          if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)
                          and isinstance(stmt.value.value, str))
     return ()
+
+
+# training key -> the trainer_utils enum its value must come from
+ENUM_KEYS = {"lr_scheduler_type": "SchedulerType", "eval_strategy": "IntervalStrategy",
+             "logging_strategy": "IntervalStrategy", "save_strategy": "SaveStrategy"}
 
 
 def check_controls(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -69,10 +76,12 @@ def check_controls(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
     accumulation = training.get("gradient_accumulation_steps")
     if isinstance(accumulation, int) and not isinstance(accumulation, bool) and accumulation < 1:
         yield "gradient_accumulation_steps", f"must be 1 or more, got {accumulation}"
-    scheduler = training.get("lr_scheduler_type")
-    known = scheduler_types()
-    if isinstance(scheduler, str) and known and scheduler not in known:
-        yield "lr_scheduler_type", f"unknown scheduler {scheduler!r}; one of: {', '.join(known)}"
+    for key, enum in ENUM_KEYS.items():
+        value, known = training.get(key), enum_values(enum)
+        if isinstance(value, str) and known and value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            yield key, f"unknown value {value!r}; {hint}one of: {', '.join(known)}"
 
 
 def trainer_defaults() -> dict[str, Any]:

@@ -87,9 +87,11 @@ def test_existing_run_directory_is_refused_and_kept(capsys, write_recipe, text_r
     run = tmp_path / "run"
     run.mkdir()
     (run / "precious.txt").write_text("keep me")
-    code, _, err = run_cli(capsys, "train", str(write_recipe(text_recipe)))
-    assert_user_error(code, err, "output.dir", "refusing to overwrite", "--overwrite", "--resume")
-    assert (run / "precious.txt").read_text() == "keep me"
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run_cli(capsys, "train", str(write_recipe(text_recipe)), *extra)
+        assert_user_error(code, err, "output.dir", "not an sft-hub run directory")
+        assert "--overwrite" not in err
+        assert (run / "precious.txt").read_text() == "keep me"
 
 
 def test_console_script_exit_code_and_no_traceback(write_recipe, text_recipe):

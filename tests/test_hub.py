@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import make_text_rows, write_csv
 from tests.hub_server import hub_server  # noqa: F401  (pytest fixture)
-from sft_hub.errors import HubError, RunDirError
+from sft_hub.errors import HubError, RunDirError, SftHubError
 
 BASE_ID = "sft-org/tiny-bert"
 TEXTS = ["win free cash prize now", "see you at lunch later", "urgent claim your prize txt",
@@ -32,6 +32,12 @@ def text_recipe(model_dir: Path, data_dir: Path, out: Path, **sections) -> dict:
             "training": {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
                          "seed": 0, "logging_steps": 50, "disable_tqdm": True, "use_cpu": True},
             "output": {"dir": str(out)}, **sections}
+
+
+def local_paths(model_dir: Path, data_dir: Path, out) -> list[str]:
+    """Command-line overrides for the local paths a recipe from the Hub may not set itself."""
+    files = ", ".join(f"{split}: {data_dir / f'{split}.csv'}" for split in ("train", "validation", "test"))
+    return [f"model.path={model_dir}", f"data.files={{{files}}}"] + ([f"output.dir={out}"] if out else [])
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -362,10 +368,15 @@ def test_recipes_load_from_the_hub_with_extends_and_revision(hub, tiny_bert_dir,
     api.upload_file(path_or_fileobj=yaml.safe_dump({**child, "training": {"learning_rate": 2e-3}}).encode(),
                     path_in_repo="team/child.yaml", repo_id=repo, repo_type="dataset", revision="v2")
 
-    loaded = load_recipe(f"hf://datasets/{repo}/team/child.yaml")
+    # paths outside the current directory and output.dir are the user's to give, not the Hub's
+    with pytest.raises(SftHubError, match="model.path: .* outside the current directory"):
+        load_recipe(f"hf://datasets/{repo}/team/child.yaml")
+    local = local_paths(tiny_bert_dir, spam_data, tmp_path / "run")
+    loaded = load_recipe(f"hf://datasets/{repo}/team/child.yaml", local)
     assert loaded.recipe.training["learning_rate"] == 1e-3
     assert loaded.recipe.training["num_train_epochs"] == 2  # from base.yaml, fetched beside it
-    assert load_recipe(f"hf://datasets/{repo}/team/child.yaml@v2").recipe.training["learning_rate"] == 2e-3
+    assert load_recipe(f"hf://datasets/{repo}/team/child.yaml@v2",
+                       local).recipe.training["learning_rate"] == 2e-3
 
     with pytest.raises(HubError, match="missing.yaml is not in"):
         load_recipe(f"hf://datasets/{repo}/team/missing.yaml")
@@ -391,19 +402,22 @@ def test_a_hub_recipe_is_data_only(hub, tmp_path):
     HfApi().upload_file(path_or_fileobj=b"task: text-classification\nmodel: {name: m, "
                         b"trust_remote_code: true}\ndata: {dataset: d}\n",
                         path_in_repo="remote.yaml", repo_id="sft-tester/evil")
-    with pytest.raises(SftHubError, match="may not turn on trust_remote_code"):
+    with pytest.raises(SftHubError, match="model.trust_remote_code: may not be set by a recipe from "
+                                          "the Hub"):
         load_recipe("hf://sft-tester/evil/remote.yaml")
     loaded = load_recipe("hf://sft-tester/evil/remote.yaml", ["model.trust_remote_code=true"])
     assert loaded.recipe.model.trust_remote_code is True
 
 
-def test_train_from_a_pushed_model_reruns_its_recipe(hub, runs, tmp_path, capsys):
+def test_train_from_a_pushed_model_reruns_its_recipe(hub, runs, tiny_bert_dir, spam_data, tmp_path,
+                                                    capsys):
     """A teammate re-runs a pushed model's recipe: ``sft-hub train --from hf://org/model``."""
     from sft_hub.cli import main
     from sft_hub.hub import push_run
 
     push_run(runs["full"], repo_id=f"{hub.org}/spam-shared")
-    code = main(["train", "--from", f"hf://{hub.org}/spam-shared", "hub.push=null", "training.num_train_epochs=1"])
+    code = main(["train", "--from", f"hf://{hub.org}/spam-shared", "hub.push=null",
+                 "training.num_train_epochs=1", *local_paths(tiny_bert_dir, spam_data, None)])
     assert code == 0, capsys.readouterr().err
     rerun = tmp_path / "runs" / "spam-shared"  # named after the model repo
     info = json.loads((rerun / "run_info.json").read_text())

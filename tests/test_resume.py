@@ -15,7 +15,7 @@ import pytest
 
 from sft_hub import cli
 from sft_hub.errors import RunDirError
-from sft_hub.run_dir import check_run_dir, find_checkpoint, is_complete, publish_final
+from sft_hub.run_dir import RunPlace, start_run_dir, check_run_dir, find_checkpoint, is_complete, publish_final
 from sft_hub.training import train
 
 from .conftest import REPO
@@ -103,6 +103,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(text_recipe, write_recip
 
 def test_a_crash_while_publishing_leaves_no_complete_looking_run(tmp_path):
     run = tmp_path / "run"
+    start_run_dir(RunPlace(run, run), recipe="r.yaml", resume=False)
 
     def write_then_crash(staging: Path) -> None:
         (staging / "model.safetensors").write_bytes(b"half")

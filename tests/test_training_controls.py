@@ -76,7 +76,7 @@ def test_gradient_accumulation_matches_the_larger_batch_with_warmup_and_schedule
     ({"early_stopping_patience": 0}, "training.early_stopping_patience", "greater than or equal"),
     ({"warmup_ratio": 0.1}, "training.warmup_ratio", "write warmup_steps: 0.1"),
     ({"warmup_steps": 2.5}, "training.warmup_steps", "neither a fraction"),
-    ({"lr_scheduler_type": "cosin"}, "training.lr_scheduler_type", "unknown scheduler 'cosin'"),
+    ({"lr_scheduler_type": "cosin"}, "training.lr_scheduler_type", "unknown value 'cosin'; did you mean 'cosine'?"),
     ({"gradient_accumulation_steps": 0}, "training.gradient_accumulation_steps", "1 or more"),
     ({"bf16": True, "fp16": True}, "training.bf16", "choose one"),
 ])

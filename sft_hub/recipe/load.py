@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable, Union
 
 from ..errors import RecipeError
-from .schema import RecipeBase, recipe_model
-from .training_keys import check_training
+from .schema import (HUB_ANY, HUB_PER_KEY, RecipeBase, field_hub_policy, hub_policy_problem,
+                     recipe_model)
+from .training_keys import check_training, training_hub_policy
 from .yaml_io import dump_yaml, parse_scalar, parse_yaml
 
 COMMAND_LINE = "command line"
@@ -126,7 +127,10 @@ def _rebase_paths(data: dict, source_dir: Path, top_dir: Path) -> None:
             node[last] = rebase(value)
 
 
-def _load_tree(ref: str, top_dir: Path | None, chain: tuple[str, ...]) -> tuple[dict, Origins, Path]:
+def _load_tree(ref: str, top_dir: Path | None, chain: tuple[str, ...],
+               as_written: dict[tuple, Any]) -> tuple[dict, Origins, Path]:
+    """Read ``ref`` and its ``extends`` chain. ``as_written`` collects the leaves of Hub files
+    before their paths are rebased (the Hub-recipe policy judges what the file says)."""
     text, source, base_dir = _read(ref)
     key = ref if is_hub_ref(ref) else str(Path(ref).resolve())
     if key in chain:
@@ -141,6 +145,8 @@ def _load_tree(ref: str, top_dir: Path | None, chain: tuple[str, ...]) -> tuple[
                           file=source, hint="start the file with `task:`, `model:`, `data:` ...")
     top_dir = top_dir or base_dir
     parent = data.pop("extends", None)
+    if is_hub_ref(source):
+        as_written.update({leaf: _value_at(data, leaf) for leaf in _leaf_origins(data, source)})
     _rebase_paths(data, base_dir, top_dir)
     origins = _leaf_origins(data, source)
     if parent is None:
@@ -159,7 +165,7 @@ def _load_tree(ref: str, top_dir: Path | None, chain: tuple[str, ...]) -> tuple[
             p_ref = base.rsplit("/", 1)[0] + "/" + p + (f"@{rev}" if rev else "")
         else:
             p_ref = str(base_dir / p)
-        base_data, base_origins, _ = _load_tree(p_ref, top_dir, chain + (key,))
+        base_data, base_origins, _ = _load_tree(p_ref, top_dir, chain + (key,), as_written)
         merged, merged_origins = _deep_merge(merged, base_data, merged_origins, base_origins)
     merged, merged_origins = _deep_merge(merged, data, merged_origins, origins)
     return merged, merged_origins, base_dir
@@ -202,23 +208,68 @@ def apply_overrides(data: dict, origins: Origins, overrides: Iterable[str],
 def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> LoadedRecipe:
     """Read, compose and validate a recipe. Raises :class:`RecipeError` with every problem found."""
     ref = str(ref)
-    data, origins, base_dir = _load_tree(ref, None, ())
+    as_written: dict[tuple, Any] = {}
+    data, origins, base_dir = _load_tree(ref, None, (), as_written)
     data, origins = apply_overrides(data, origins, overrides, base_dir)
-    _refuse_remote_code_from_hub(data, origins)
     recipe = validate_data(data, origins, source=ref)
+    _check_hub_policy(recipe, origins, as_written)
     return LoadedRecipe(recipe=recipe, path=ref, base_dir=base_dir, resolved=data, origins=origins)
 
 
-def _refuse_remote_code_from_hub(data: dict, origins: Origins) -> None:
-    """A recipe downloaded from the Hub is data: it may not switch on running the model repo's
-    code. The user can still do so, knowingly, on the command line."""
-    key = ("model", "trust_remote_code")
-    source = origins.get(key, "")
-    if (data.get("model") or {}).get("trust_remote_code") is True and is_hub_ref(source):
-        raise RecipeError("a recipe from the Hub may not turn on trust_remote_code", file=source,
-                          field="model.trust_remote_code",
-                          hint="review the model's code, then pass model.trust_remote_code=true on "
-                               "the command line")
+def _value_at(data: Any, path: tuple) -> Any:
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _leaf_policy(recipe: RecipeBase, leaf: tuple) -> tuple[str, Any, str]:
+    """(policy, default, dotted field) for a recipe leaf, from the schema's ``hub=`` marks."""
+    node: Any = recipe
+    for depth, part in enumerate(leaf):
+        fields = type(node).model_fields if hasattr(type(node), "model_fields") else {}
+        info = fields.get(part)
+        if info is None:
+            break
+        dotted = ".".join(map(str, leaf[:depth + 1]))
+        policy = field_hub_policy(info)
+        if policy == HUB_PER_KEY:  # training: each key is classified on its own
+            if len(leaf) == depth + 1:
+                return HUB_ANY, None, dotted
+            return training_hub_policy(str(leaf[depth + 1])), None, f"{dotted}.{leaf[depth + 1]}"
+        if policy is not None:
+            return policy, info.get_default(call_default_factory=True), dotted
+        node = getattr(node, part, None)
+    return HUB_ANY, None, ".".join(map(str, leaf))
+
+
+def _check_hub_policy(recipe: RecipeBase, origins: Origins, as_written: dict[tuple, Any]) -> None:
+    """A recipe from the Hub is data: it may not run code on this machine, delete or write
+    outside the run directory, publish, or read outside the current directory. The user can
+    still ask for any of that, knowingly, on the command line."""
+    problems = []
+    for leaf, source in sorted(origins.items(), key=lambda item: item[0]):
+        if not is_hub_ref(source):
+            continue
+        policy, default, dotted = _leaf_policy(recipe, leaf)
+        value = as_written.get(leaf, _value_at(recipe.model_dump(), leaf))
+        if dotted.startswith("training.") and value in (None, False, "none", "", [], {}):
+            continue  # a training key written as its "off" value
+        why = hub_policy_problem(policy, value, default)
+        if why:
+            shown = dotted if dotted == ".".join(map(str, leaf)) else ".".join(map(str, leaf))
+            problems.append((source, shown, why))
+    if not problems:
+        return
+    first = problems[0][1]
+    hint = (f"if you trust this recipe for that, pass {first}=<value> on the command line (a "
+            f"command-line value is yours, not the recipe's), or {first}=null to drop it")
+    if len(problems) == 1:
+        source, dotted, why = problems[0]
+        raise RecipeError(why, file=source, field=dotted, hint=hint)
+    error = _combine(problems, "")
+    error.hint = ("pass each of these keys on the command line if you trust the recipe for it "
+                  "(key=<value>), or key=null to drop it")
+    raise error
 
 
 # -- validation and messages ---------------------------------------------------------------------

@@ -5,10 +5,21 @@ Sections: ``task``, ``model``, ``data`` (common fields here, task-specific colum
 ``training`` (our own keys in :class:`TrainingExtras` plus every ``transformers.TrainingArguments``
 field, checked by name without importing transformers), ``output`` and ``hub``.
 
-Everything is strict: unknown keys are errors, never dropped. Nothing here imports torch.
+Everything is strict: unknown keys are errors, never dropped, and values are never coerced (only
+YAML ``true``/``false`` are booleans, ``1`` is not a boolean, ``true`` is not an integer, ``'3'`` is
+not a number). Nothing here imports torch.
+
+**Recipes from the Hub are data.** A recipe fetched with ``hf://`` (or any file of its ``extends``
+chain that is) comes from whoever can write that repository, so it may not run code on this machine
+or write outside the run directory. Each field that could is marked here with ``hub=`` in its
+``json_schema_extra`` (see :data:`HUB_REFUSED`, :data:`HUB_LOCAL_PATH`); ``training:`` keys are
+classified in :mod:`.training_keys`; the check is :func:`hub_policy_problem`. ``tests/test_safety.py``
+walks every field of every recipe model so that a new field cannot go unclassified.
 """
 from __future__ import annotations
 
+import math
+import posixpath
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -16,47 +27,115 @@ from typing_extensions import Annotated
 
 SPLITS = ("train", "validation", "test")
 
+# -- what a recipe from the Hub may set ------------------------------------------------------------
+# Every field whose value is a string or a switch says how a recipe from the Hub may set it:
+HUB_ANY = "any"  # anything: a name, a column, a number-like choice
+HUB_REFUSED = "refused"  # only its default: it runs code, deletes, publishes or writes elsewhere
+HUB_LOCAL_PATH = "local-path"  # a Hub id or a path inside the current directory (no /, ~ or ..)
+HUB_PER_KEY = "per-key"  # a mapping whose keys are classified one by one (``training:``)
+HUB_POLICIES = (HUB_ANY, HUB_REFUSED, HUB_LOCAL_PATH, HUB_PER_KEY)
+
+
+def hub(policy: str) -> dict[str, str]:
+    """``json_schema_extra`` marking how a Hub recipe may set a field (see module docstring)."""
+    assert policy in HUB_POLICIES, policy
+    return {"hub": policy}
+
+
+def _escapes(path: str) -> bool:
+    """True for a path that is absolute, starts at the home directory or climbs out with ``..``."""
+    text = path.replace("\\", "/")
+    if text.startswith(("/", "~")) or (len(text) > 1 and text[1] == ":"):
+        return True
+    return ".." in posixpath.normpath(text).split("/")
+
+
+def hub_policy_problem(policy: str, value: Any, default: Any) -> Optional[str]:
+    """Why a recipe from the Hub may not set a field to ``value`` (None: it may)."""
+    if policy == HUB_ANY:
+        return None
+    if policy == HUB_REFUSED:
+        return None if value == default else "may not be set by a recipe from the Hub"
+    if policy == HUB_LOCAL_PATH:
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, dict):
+            values = [x for v in value.values() for x in (v if isinstance(v, list) else [v])]
+        bad = [v for v in values if isinstance(v, str) and _escapes(v)]
+        if bad:
+            return (f"{bad[0]!r} is outside the current directory; a recipe from the Hub may only "
+                    "name Hub ids and paths inside the directory you run in")
+        return None
+    return "is not classified for recipes from the Hub, so a recipe from the Hub may not set it"
+
+
+def field_hub_policy(info) -> Optional[str]:
+    """The ``hub=`` mark of a pydantic ``FieldInfo`` (None when unmarked)."""
+    extra = info.json_schema_extra
+    return extra.get("hub") if isinstance(extra, dict) else None
+
+
+# Field types for plugins' spec fields, already classified: a data column, an on/off setting that
+# runs nothing, names or patterns of a model's own modules.
+Column = Annotated[str, Field(json_schema_extra=hub(HUB_ANY))]
+OptionalColumn = Annotated[Optional[str], Field(json_schema_extra=hub(HUB_ANY))]
+Switch = Annotated[bool, Field(json_schema_extra=hub(HUB_ANY))]
+ModuleNames = Annotated[Optional[Union[str, list[str]]], Field(json_schema_extra=hub(HUB_ANY))]
+OptionalModuleName = Annotated[Optional[str], Field(json_schema_extra=hub(HUB_ANY))]
+
 
 class Strict(BaseModel):
-    """Base for every recipe section: unknown keys are errors."""
+    """Base for every recipe section: unknown keys are errors, values are never coerced."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
 
 class ModelSpec(Strict):
-    name: str = Field(description="Hub id, local directory, or (backend: timm) a timm model name")
+    name: str = Field(description="Hub id, local directory, or (backend: timm) a timm model name",
+                      json_schema_extra=hub(HUB_LOCAL_PATH))
     backend: Literal["transformers", "timm"] = "transformers"
-    revision: Optional[str] = Field(None, description="Hub branch, tag or commit")
-    trust_remote_code: bool = False
+    revision: Optional[str] = Field(None, description="Hub branch, tag or commit",
+                                    json_schema_extra=hub(HUB_ANY))
+    trust_remote_code: bool = Field(
+        False, description="run Python code shipped with the model repository (review it first)",
+        json_schema_extra=hub(HUB_REFUSED))
     ignore_mismatched_sizes: bool = Field(
-        True, description="re-initialise a checkpoint head whose shape differs from the recipe's labels")
-    pretrained: bool = Field(True, description="false: build from the config with random weights")
+        True, description="re-initialise a checkpoint head whose shape differs from the recipe's labels",
+        json_schema_extra=hub(HUB_ANY))
+    pretrained: bool = Field(True, description="false: build from the config with random weights",
+                             json_schema_extra=hub(HUB_ANY))
     path: Optional[str] = Field(
         None, description="load the weights from this local directory (transformers) or weights file "
         "(timm) instead of the Hub; `name` stays the identity recorded in adapters and cards. Relative "
-        "to the recipe, or `pkg:<python_package>/<subdir>` for weights shipped inside a pip package")
+        "to the recipe, or `pkg:<python_package>/<subdir>` for weights shipped inside a pip package",
+        json_schema_extra=hub(HUB_LOCAL_PATH))
     processor: Optional[str] = Field(
-        None, description="tokenizer / image processor to load instead of the model's own")
+        None, description="tokenizer / image processor to load instead of the model's own",
+        json_schema_extra=hub(HUB_LOCAL_PATH))
 
 
 class SplitNames(Strict):
-    train: str = "train"
-    validation: Optional[str] = None
-    test: Optional[str] = None
+    train: str = Field("train", json_schema_extra=hub(HUB_ANY))
+    validation: Optional[str] = Field(None, json_schema_extra=hub(HUB_ANY))
+    test: Optional[str] = Field(None, json_schema_extra=hub(HUB_ANY))
 
 
 class DataSpec(Strict):
     """Where the data comes from and how it is split. Tasks subclass this to add their columns."""
 
-    dataset: Optional[str] = Field(None, description="Hub dataset id")
-    config: Optional[str] = Field(None, description="Hub dataset configuration name")
+    dataset: Optional[str] = Field(None, description="Hub dataset id",
+                                   json_schema_extra=hub(HUB_LOCAL_PATH))
+    config: Optional[str] = Field(None, description="Hub dataset configuration name",
+                                  json_schema_extra=hub(HUB_ANY))
     splits: SplitNames = Field(default_factory=SplitNames,
                                description="Hub split names for train / validation / test")
     files: Optional[dict[Literal["train", "validation", "test"], Union[str, list[str]]]] = Field(
-        None, description="local files (or folders) per split, relative to the recipe")
+        None, description="local files (or folders) per split, relative to the recipe",
+        json_schema_extra=hub(HUB_LOCAL_PATH))
     format: Optional[str] = Field(
-        None, description="file format when the extension does not tell (csv, tsv, json, parquet...)")
-    labels: Optional[list[str]] = Field(None, description="label names in id order")
+        None, description="file format when the extension does not tell (csv, tsv, json, parquet...)",
+        json_schema_extra=hub(HUB_ANY))
+    labels: Optional[list[str]] = Field(None, description="label names in id order",
+                                        json_schema_extra=hub(HUB_ANY))
     validation_split: float = Field(0.1, gt=0, lt=1,
                                     description="fraction of train held out when no validation split exists")
     max_train_samples: Optional[int] = Field(None, gt=0)
@@ -90,25 +169,31 @@ class TrainingExtras(Strict):
 
 
 class OutputSpec(Strict):
-    dir: Optional[str] = Field(None, description="run directory (default: runs/<recipe name>)")
-    overwrite: bool = Field(False, description="replace an existing run directory")
+    dir: Optional[str] = Field(None, description="run directory (default: runs/<recipe name>)",
+                               json_schema_extra=hub(HUB_REFUSED))
+    overwrite: bool = Field(False, description="replace an existing sft-hub run directory (the "
+                            "previous run is kept until the new one is complete)",
+                            json_schema_extra=hub(HUB_REFUSED))
 
 
 class HubSpec(Strict):
-    repo_id: Optional[str] = None
-    private: bool = True
-    revision: Optional[str] = Field(None, description="branch to push to")
-    push: Optional[Literal["model", "adapter", "merged", "both"]] = None
-    commit_message: Optional[str] = None
-    license: Optional[str] = None
-    tags: list[str] = Field(default_factory=list)
+    repo_id: Optional[str] = Field(None, json_schema_extra=hub(HUB_ANY))
+    private: bool = Field(True, json_schema_extra=hub(HUB_REFUSED))
+    revision: Optional[str] = Field(None, description="branch to push to",
+                                    json_schema_extra=hub(HUB_ANY))
+    push: Optional[Literal["model", "adapter", "merged", "both"]] = Field(
+        None, description="what to push at the end of training (with your token)",
+        json_schema_extra=hub(HUB_REFUSED))
+    commit_message: Optional[str] = Field(None, json_schema_extra=hub(HUB_ANY))
+    license: Optional[str] = Field(None, json_schema_extra=hub(HUB_ANY))
+    tags: list[str] = Field(default_factory=list, json_schema_extra=hub(HUB_ANY))
 
 
 class RecipeBase(Strict):
-    task: str
+    task: str = Field(json_schema_extra=hub(HUB_ANY))
     model: ModelSpec
     data: DataSpec
-    training: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict, json_schema_extra=hub(HUB_PER_KEY))
     output: OutputSpec = Field(default_factory=OutputSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
 

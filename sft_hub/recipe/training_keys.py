@@ -10,14 +10,46 @@ import ast
 import difflib
 import functools
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..training_controls import REPLACED_KEYS, check_controls
-from .schema import TrainingExtras
+from .schema import HUB_ANY, HUB_REFUSED, TrainingExtras, field_hub_policy
 
 # Set by sft-hub itself: the run directory decides where checkpoints go.
 RESERVED = {"output_dir": "set output.dir instead (checkpoints go to <output.dir>/checkpoints)"}
+# ``training:`` keys (TrainingArguments fields) a Hub recipe may not set to anything but their
+# default: they push, read configs or checkpoints from paths, or send logs to other services.
+# Every other TrainingArguments field that takes a string is listed in TRAINING_HUB_ANY; a field
+# in neither list (a newer transformers) is refused from the Hub until it is classified here.
+TRAINING_HUB_REFUSED = frozenset({
+    "output_dir", "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy",
+    "hub_always_push", "hub_revision", "resume_from_checkpoint", "deepspeed", "fsdp_config",
+    "accelerator_config", "report_to", "trackio_space_id", "trackio_bucket_id",
+    "trackio_static_space_id", "logging_dir", "project", "run_name"})
+TRAINING_HUB_ANY = frozenset({
+    "lr_scheduler_type", "lr_scheduler_kwargs", "optim", "optim_args", "optim_target_modules",
+    "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs", "torch_compile_backend",
+    "torch_compile_mode", "liger_kernel_config", "logging_strategy", "include_num_input_tokens_seen",
+    "log_level", "log_level_replica", "eval_strategy", "include_for_metrics", "save_strategy",
+    "metric_for_best_model", "dataloader_multiprocessing_context", "label_names",
+    "train_sampling_strategy", "length_column_name", "ddp_backend", "fsdp", "debug"})
+
+
+def training_hub_policy(key: str) -> str:
+    """How a recipe from the Hub may set ``training.<key>`` (see :mod:`.schema`)."""
+    if key in TRAINING_HUB_REFUSED:
+        return HUB_REFUSED
+    if key in TrainingExtras.model_fields:
+        return field_hub_policy(TrainingExtras.model_fields[key]) or HUB_ANY
+    if key in TRAINING_HUB_ANY:
+        return HUB_ANY
+    annotation = training_argument_fields().get(key, "")
+    takes_text = any(t in annotation for t in ("str", "dict", "Any", "Path", "list"))
+    return "unclassified" if takes_text else HUB_ANY  # numbers and switches cannot name code
+
+
 _SIMPLE = {"int": int, "float": (int, float), "bool": bool, "str": str}
 
 
@@ -85,4 +117,37 @@ def check_training(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
         ok = isinstance(value, expected) and not (expected != bool and isinstance(value, bool))
         if not ok:
             yield key, f"expected {_type_name(expected)}, got {value!r}"
+        elif isinstance(value, float) and not math.isfinite(value):
+            yield key, f"must be a finite number, got {value!r}"
+        elif key in RANGES and not isinstance(value, bool) and not RANGES[key][1](value):
+            yield key, f"must be {RANGES[key][0]}, got {value!r}"
+    yield from _check_length(training)
     yield from check_controls(training)  # keys that only make sense together
+
+
+# Value ranges TrainingArguments does not check itself (or checks only after torch is imported).
+RANGES = {
+    "learning_rate": ("0 or more", lambda v: v >= 0),
+    "per_device_train_batch_size": ("1 or more", lambda v: v >= 1),
+    "per_device_eval_batch_size": ("1 or more", lambda v: v >= 1),
+    "weight_decay": ("0 or more", lambda v: v >= 0),
+    "max_grad_norm": ("0 or more", lambda v: v >= 0),
+    "warmup_steps": ("0 or more", lambda v: v >= 0),
+    "logging_steps": ("above 0", lambda v: v > 0),
+    "eval_steps": ("above 0", lambda v: v > 0),
+    "save_steps": ("above 0", lambda v: v > 0),
+    "save_total_limit": ("1 or more", lambda v: v >= 1),
+    "dataloader_num_workers": ("0 or more", lambda v: v >= 0),
+    "seed": ("0 or more", lambda v: v >= 0),
+    "max_steps": ("-1 (no limit) or 1 or more", lambda v: v == -1 or v >= 1),
+}
+
+
+def _check_length(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """A run needs a positive length: epochs above 0, or max_steps."""
+    epochs, max_steps = training.get("num_train_epochs"), training.get("max_steps")
+    has_steps = isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1
+    if (isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and math.isfinite(epochs)
+            and epochs <= 0 and not has_steps):
+        yield "num_train_epochs", (f"must be above 0 (got {epochs!r}), or set max_steps to the "
+                                   "number of optimizer steps")

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from pydantic import Field
 
 from ..errors import RecipeError
-from ..recipe.schema import Strict
+from ..recipe.schema import OptionalModuleName, Strict
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tasks.base import Task
@@ -102,7 +102,7 @@ class StrategyContract:
 
 class StrategySpec(Strict):
     name: str
-    layers_module: Optional[str] = Field(
+    layers_module: OptionalModuleName = Field(
         None, description="dotted path of the model's list of layers (e.g. encoder.layer), only "
         "for architectures whose layers sft-hub cannot find by itself")
     # Set at registration: the strategy this spec configures (Ludwig-style: ask the config object).

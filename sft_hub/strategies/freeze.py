@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 from pydantic import Field, NonNegativeInt, PositiveInt, ValidationInfo, field_validator
 
 from ..errors import RecipeError
-from ..recipe.schema import Strict
+from ..recipe.schema import Strict, Switch
 from . import STRATEGIES
 from .base import ENGINES, EngineLimit, Strategy, StrategySpec
 
@@ -43,7 +43,7 @@ class FreezeSpec(StrategySpec):
     name: Literal["freeze"] = "freeze"
     train_last_n_layers: LayerCount = Field(
         0, description="layers trained next to the head, counted from the top; 0 = head only")
-    freeze_embeddings: bool = Field(
+    freeze_embeddings: Switch = Field(
         True, description="false: the embeddings train too once every layer trains")
     unfreeze_schedule: list[UnfreezeStep] = Field(
         default_factory=list, description="gradual unfreezing: steps {epoch, train_last_n_layers}")

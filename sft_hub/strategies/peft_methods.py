@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
 
 from ..errors import RecipeError
+from ..recipe.schema import ModuleNames, Switch
 from . import STRATEGIES
 from .base import Strategy, StrategySpec
 from .layers import ModelLayout, under, unwrap
@@ -35,7 +36,7 @@ TARGETS_HELP = ("module names (a name matches itself and any module path ending 
 
 
 class AdapterSpec(StrategySpec):
-    target_modules: Targets = Field(
+    target_modules: ModuleNames = Field(
         None, description=f"modules to adapt: {TARGETS_HELP}; default: peft's choice for the "
         "architecture, else every linear (in convolutional networks: 2-d convolution) layer "
         "outside the head")
@@ -49,14 +50,14 @@ class LoraSpec(AdapterSpec):
     r: PositiveInt = Field(8, description="rank of the update matrices")
     alpha: PositiveFloat = Field(16, description="scaling: alpha / r (alpha / sqrt(r) with rsLoRA)")
     dropout: float = Field(0.1, ge=0, lt=1)
-    use_dora: bool = Field(False, description="DoRA: weight-decomposed low-rank adaptation")
-    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    use_dora: Switch = Field(False, description="DoRA: weight-decomposed low-rank adaptation")
+    use_rslora: Switch = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
     bias: Literal["none", "all", "lora_only"] = "none"
 
 
 class Ia3Spec(AdapterSpec):
     name: Literal["ia3"] = "ia3"
-    feedforward_modules: Targets = Field(
+    feedforward_modules: ModuleNames = Field(
         None, description="target modules whose input (not output) is rescaled; default: peft's "
         "choice for the architecture, none when target_modules is set")
 

@@ -23,7 +23,7 @@ from pydantic import Field
 from ..data.images import BadImages, find_bad_images, read_image_folder, scan_label_folders
 from ..data.sources import READERS, file_format, resolve_local
 from ..errors import DataError, RecipeError
-from ..recipe.schema import DataSpec
+from ..recipe.schema import Column, DataSpec, Switch
 from . import TASKS
 from ._single_label import SingleLabelTask
 
@@ -34,14 +34,14 @@ READERS.setdefault("imagefolder", read_image_folder)
 
 
 class ImageClassificationData(DataSpec):
-    image_column: str = Field("image", description="column holding images or image paths")
-    label_column: str = "label"
+    image_column: Column = Field("image", description="column holding images or image paths")
+    label_column: Column = "label"
     augmentation: Literal["none", "light", "strong"] = Field(
         "light", description="training augmentation: none, light (random resized crop + flip), "
         "strong (+ RandAugment and random erasing)")
     image_size: Optional[int] = Field(
         None, gt=0, description="input resolution in pixels (default: the model's own)")
-    skip_bad_images: bool = Field(
+    skip_bad_images: Switch = Field(
         False, description="skip unreadable images (counted and reported) instead of failing")
 
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Optional
 
 from pydantic import Field
 
-from ..recipe.schema import DataSpec
+from ..recipe.schema import Column, DataSpec, OptionalColumn
 from . import TASKS
 from ._single_label import SingleLabelTask
 
@@ -14,9 +14,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class TextClassificationData(DataSpec):
-    text_column: str = "text"
-    text_pair_column: Optional[str] = Field(None, description="second text for sentence-pair tasks")
-    label_column: str = "label"
+    text_column: Column = "text"
+    text_pair_column: OptionalColumn = Field(None, description="second text for sentence-pair tasks")
+    label_column: Column = "label"
     max_length: int = Field(256, gt=0, description="tokens per example; longer texts are truncated")
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from ..errors import DataError
-from ..recipe.schema import DataSpec
+from ..recipe.schema import Column, DataSpec, Switch
 from . import TASKS
 from .base import Task
 
@@ -29,12 +29,12 @@ logger = logging.getLogger(__name__)
 
 
 class TokenClassificationData(DataSpec):
-    tokens_column: str = Field("tokens", description="column holding each sentence's words")
-    tags_column: str = Field("ner_tags", description="column holding one tag per word")
+    tokens_column: Column = Field("tokens", description="column holding each sentence's words")
+    tags_column: Column = Field("ner_tags", description="column holding one tag per word")
     conll_tag_column: int = Field(
         -1, description="CoNLL files: 0-based column holding the tag; negative counts from the end "
         "(-1: the last column). The token is always the first column")
-    label_all_subwords: bool = Field(
+    label_all_subwords: Switch = Field(
         False, description="train on every subword of a word (later subwords of a B-X word get "
         "I-X) instead of the first subword only; evaluation always reads first subwords")
     max_length: int = Field(
