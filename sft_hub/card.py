@@ -1,7 +1,11 @@
 """The model card (README.md) pushed with a run: Hub metadata, then a summary a reader can act on.
 
 Built from the run directory alone (``recipe.yaml``, ``metrics.json``, ``run_info.json``), so the
-card of ``sft-hub push`` weeks later is the card the training run would have pushed. The YAML
+card of ``sft-hub push`` weeks later is the card the training run would have pushed. What the card
+says about the task (metric names, pipeline, usage snippet, Auto classes) comes from the task's
+declared contract, recorded by the run in ``run_info.json`` under ``task_contract``
+(:meth:`sft_hub.tasks.base.Task.card_facts`); run directories written before that record get the
+registered task's declarations instead. The YAML
 metadata is produced with huggingface_hub's own ``ModelCardData``/``EvalResult`` so that it follows
 the Hub's conventions (``model-index`` renders as evaluation results on the model page).
 """
@@ -10,29 +14,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import Any, Iterable, Optional
 
+from .metrics import PerClass
 from .strategies import STRATEGIES
 
 # Trainer bookkeeping that is not a quality measure.
 NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "total_flos")
-PER_CLASS_FIELDS = ("precision", "recall", "f1", "support")
-# metrics.json key -> (model-index metric type, display name, metric config)
-KNOWN_METRICS = {
-    "accuracy": ("accuracy", "Accuracy", None),
-    "f1_macro": ("f1", "F1 (macro)", "macro"),
-    "precision_macro": ("precision", "Precision (macro)", "macro"),
-    "recall_macro": ("recall", "Recall (macro)", "macro"),
-    "top5_accuracy": ("top_5_accuracy", "Top-5 accuracy", None),
-    "entity_f1": ("f1", "Entity F1 (seqeval, micro)", "micro"),
-    "entity_precision": ("precision", "Entity precision (seqeval, micro)", "micro"),
-    "entity_recall": ("recall", "Entity recall (seqeval, micro)", "micro"),
-    "token_accuracy": ("accuracy", "Token accuracy", None),
-    "loss": ("loss", "Loss", None),
-}
-PEFT_AUTO_CLASSES = {  # peft has no AutoPeftModel class for the other tasks
-    "AutoModelForSequenceClassification": "AutoPeftModelForSequenceClassification",
-    "AutoModelForTokenClassification": "AutoPeftModelForTokenClassification"}
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
 
@@ -96,27 +85,47 @@ class RunRecord:
         except Exception:  # an unknown task still gets a card, without task-specific parts
             return None
 
+    @property
+    def contract(self) -> dict[str, Any]:
+        """The task's declared facts: as the run recorded them, else the registered task's."""
+        facts = self.info.get("task_contract")
+        if isinstance(facts, dict):
+            return facts
+        task_cls = self.task_class()
+        if task_cls is not None:
+            try:
+                return task_cls.static_facts(self.labels)
+            except Exception:  # e.g. transformers missing: the card is still written
+                pass
+        return {"pipeline_task": self.task, "metrics": [], "per_class": None}
+
+    def metric(self, key: str) -> dict[str, Any]:
+        """The declaration of one metrics.json key (undeclared keys are named by the key)."""
+        for spec in self.contract.get("metrics") or []:
+            if spec.get("key") == key:
+                return spec
+        return {"key": key, "name": key, "type": key, "config": None}
+
+    @property
+    def pipeline_tag(self) -> str:
+        return self.contract.get("pipeline_task") or self.task
+
 
 # -- metric helpers -------------------------------------------------------------------------------
 
-def _per_class_names(metrics: dict[str, Any], labels: list[str]) -> list[str]:
-    """Classes with their own figures: ``f1_<label>`` (classification), ``<type>_support`` (NER)."""
-    names = [label for label in labels if f"f1_{label}" in metrics]
-    names += sorted(k[: -len("_support")] for k in metrics if k.endswith("_support"))
-    return names
+def _per_class(run: RunRecord) -> tuple[Optional[PerClass], list[str]]:
+    spec = run.contract.get("per_class")
+    if not spec:
+        return None, []
+    return PerClass(spec["key"], tuple(spec["fields"])), list(spec.get("names") or run.labels)
 
 
-def _per_class_keys(metrics: dict[str, Any], names: list[str]) -> set[str]:
-    keys = {f"f1_{n}" for n in names}
-    keys |= {f"{n}_{f}" for n in names for f in PER_CLASS_FIELDS}
-    return keys & set(metrics)
-
-
-def overall_metrics(metrics: dict[str, Any], labels: list[str]) -> dict[str, float]:
+def overall_metrics(metrics: dict[str, Any], run: RunRecord) -> dict[str, float]:
     """The headline figures of one split: no per-class keys, no Trainer bookkeeping."""
-    per_class = _per_class_keys(metrics, _per_class_names(metrics, labels))
+    per_class, names = _per_class(run)
+    skip = per_class.keys(names) if per_class else set()
     return {k: v for k, v in metrics.items()
-            if k not in per_class and not k.startswith(NOT_METRICS) and isinstance(v, (int, float))
+            if k not in skip and not k.startswith(NOT_METRICS) and isinstance(v, (int, float))
             and not isinstance(v, bool)}
 
 
@@ -178,16 +187,16 @@ def card_data(run: RunRecord, *, repo_id: str, kind: str):
     """huggingface_hub ``ModelCardData`` for the card's YAML header."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    task_cls = run.task_class()
-    pipeline_tag = getattr(task_cls, "pipeline_task", None) or run.task
+    pipeline_tag = run.pipeline_tag
     data = run.section("data")
     dataset_type, dataset_name = _dataset_identity(run)
-    primary = getattr(task_cls, "default_metric", None)
+    primary = run.contract.get("best_metric")
     results = []
     for split in ("validation", "test"):
-        figures = overall_metrics(run.metrics.get(split) or {}, run.labels)
+        figures = overall_metrics(run.metrics.get(split) or {}, run)
         for key in sorted(figures, key=lambda k: (k != primary, k == "loss", k)):
-            metric_type, metric_name, config = KNOWN_METRICS.get(key, (key, key, None))
+            spec = run.metric(key)
+            metric_type, metric_name, config = spec["type"], spec["name"], spec.get("config")
             results.append(EvalResult(
                 task_type=pipeline_tag, dataset_type=dataset_type, dataset_name=dataset_name,
                 dataset_config=data.get("config"), dataset_split=split, metric_type=metric_type,
@@ -275,8 +284,6 @@ def _data_text(run: RunRecord) -> str:
 
 
 def _usage(run: RunRecord, repo_id: str, kind: str, revision: Optional[str]) -> str:
-    task_cls = run.task_class()
-    pipeline_tag = getattr(task_cls, "pipeline_task", None) or run.task
     rev = f', revision="{revision}"' if revision and revision != "main" else ""
     blocks = []
     if run.backend == "timm" and kind != "adapter":
@@ -284,22 +291,34 @@ def _usage(run: RunRecord, repo_id: str, kind: str, revision: Optional[str]) -> 
         blocks.append(f'import timm\n\nmodel = timm.create_model("hf-hub:{repo_id}{at}", '
                       "pretrained=True)")
     if kind == "adapter":
-        blocks.append(_peft_usage(task_cls, run.labels, repo_id, rev, ""))
+        blocks.append(_peft_usage(run, repo_id, rev, ""))
     else:
-        blocks.append("from transformers import pipeline\n\n"
-                      f'classifier = pipeline("{pipeline_tag}", model="{repo_id}"{rev})')
+        blocks.append(usage_snippet(run.contract, f'"{repo_id}"{rev}'))
     if kind == "both":
-        blocks.append(_peft_usage(task_cls, run.labels, repo_id, rev, ', subfolder="adapter"'))
+        blocks.append(_peft_usage(run, repo_id, rev, ', subfolder="adapter"'))
     return "\n\n".join(f"```python\n{b}\n```" for b in blocks)
 
 
-def _peft_usage(task_cls, labels: list[str], repo_id: str, rev: str, subfolder: str) -> str:
-    """Code that loads the adapter; label names go to the base model, whose config lacks them."""
-    auto = getattr(task_cls, "auto_model_class", None) or "AutoModel"
-    peft_auto = PEFT_AUTO_CLASSES.get(auto)
+def usage_snippet(contract: dict[str, Any], model: str) -> str:
+    """The task's usage code for ``model`` (Python source: the quoted id and load options)."""
+    template = contract.get("usage") or (
+        "from transformers import pipeline\n\n"
+        f'classifier = pipeline("{contract.get("pipeline_task")}", model=$model)')
+    return Template(template).safe_substitute(model=model)
+
+
+def _peft_usage(run: RunRecord, repo_id: str, rev: str, subfolder: str) -> str:
+    """Code that loads the adapter; label names and the task's config keys go to the base model,
+    whose config lacks them."""
+    contract, labels = run.contract, run.labels
+    auto = contract.get("auto_model_class") or "AutoModel"
+    peft_auto = contract.get("peft_model_class")
+    extras = contract.get("model_config") or {}
     names = (f"labels = {labels!r}\nnames = dict(id2label=dict(enumerate(labels)), "
              "label2id={label: i for i, label in enumerate(labels)})\n"
              if labels else "names = {}\n")
+    if extras:
+        names += f"names.update({extras!r})\n"
     if peft_auto and not subfolder:
         return (f"from peft import {peft_auto}\n\n{names}"
                 f'model = {peft_auto}.from_pretrained("{repo_id}"{rev}, **names)')
@@ -313,23 +332,24 @@ def _metrics_section(run: RunRecord) -> str:
     splits = [s for s in ("validation", "test") if run.metrics.get(s)]
     if not splits:
         return "No evaluation metrics were recorded."
-    overall = {s: overall_metrics(run.metrics[s], run.labels) for s in splits}
+    overall = {s: overall_metrics(run.metrics[s], run) for s in splits}
     keys = list(dict.fromkeys(k for s in splits for k in overall[s]))
-    rows = [[KNOWN_METRICS.get(k, (k, k))[1], *(overall[s].get(k) for s in splits)] for k in keys]
+    rows = [[run.metric(k)["name"], *(overall[s].get(k) for s in splits)] for k in keys]
     parts = [_table(["metric", *splits], rows)]
+    per_class, names = _per_class(run)
+    if per_class is None:
+        return parts[0]
     for split in splits:
-        names = _per_class_names(run.metrics[split], run.labels)
-        if not names:
-            continue
         figures = run.metrics[split]
 
-        def value(name: str, column: str):  # NER: <type>_<column>; classification: f1_<label>
-            fallback = figures.get(f"f1_{name}") if column == "f1" else None
-            return figures.get(f"{name}_{column}", fallback)
+        def value(name: str, field: str):
+            return figures.get(per_class.key.format(name=name, field=field))
 
-        fields = [f for f in PER_CLASS_FIELDS
-                  if any(f"{n}_{f}" in figures for n in names)] or ["f1"]
-        rows = [[n, *(value(n, f) for f in fields)] for n in names]
+        shown = [n for n in names if any(value(n, f) is not None for f in per_class.fields)]
+        fields = [f for f in per_class.fields if any(value(n, f) is not None for n in shown)]
+        if not shown:
+            continue
+        rows = [[n, *(value(n, f) for f in fields)] for n in shown]
         parts.append(f"Per class ({split}):\n\n" + _table(["class", *fields], rows))
     return "\n\n".join(parts)
 

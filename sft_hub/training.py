@@ -19,7 +19,8 @@ from .distributed import (GATHERED, check_processes_connected, check_strategy_fi
                           launcher_precision_as, process_state, save_sharded_model, topology,
                           use_cpu, weights_are_sharded)
 from .errors import RecipeError, attributed_to
-from .recipe.load import LoadedRecipe, load_recipe
+from .catalog import load_recipe
+from .recipe.load import LoadedRecipe
 from .run_dir import (CHECKPOINTS, abandon_run_dir, check_run_dir, find_checkpoint, finish_run_dir,
                       publish_final, recover_interrupted_replace, run_directory, start_run_dir)
 from .strategies import get_strategy
@@ -276,6 +277,7 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, se
         "labels": task.labels,
         "parameters": params,
         "notes": task.notes,
+        "task_contract": task.card_facts(),  # what the model card needs (tasks/base.py)
         "strategy_contract": loaded.recipe.strategy.card_facts(),  # the card's (strategies/base.py)
         "train_seconds": round(time.time() - started, 2),
         "hardware": device,

@@ -51,26 +51,28 @@ def _raise_load_error(what: str, source: str, exc: Exception) -> None:
                       ) from None
 
 
-def load_processor(spec: ModelSpec, base_dir: Path, auto_class: str = "AutoTokenizer",
+def load_processor(spec: ModelSpec, base_dir: Path, cls: Optional[type] = None,
                    **options) -> Any:
-    """The processor; ``options`` go to ``from_pretrained`` (e.g. ``add_prefix_space=True``)."""
-    import transformers
+    """The processor from ``cls`` (default ``AutoTokenizer``); ``options`` go to
+    ``from_pretrained`` (e.g. ``add_prefix_space=True``)."""
+    if cls is None:
+        from transformers import AutoTokenizer as cls
 
     source, kwargs = model_source(spec, base_dir)
     if spec.processor:
         source = spec.processor
     try:
-        return getattr(transformers, auto_class).from_pretrained(source, **kwargs, **options)
+        return cls.from_pretrained(source, **kwargs, **options)
     except (OSError, ValueError) as e:
         _raise_load_error("processor", source, e)
 
 
-def load_model(spec: ModelSpec, base_dir: Path, auto_class: str, **config_kwargs) -> Any:
-    """A task model from the Auto class, head sized by ``config_kwargs`` (num_labels, id2label...)."""
+def load_model(spec: ModelSpec, base_dir: Path, cls: type, **config_kwargs) -> Any:
+    """A task model from the Auto class ``cls`` (e.g. ``AutoModelForSequenceClassification``), head
+    sized by ``config_kwargs`` (num_labels, id2label...)."""
     import transformers
 
     source, kwargs = model_source(spec, base_dir)
-    cls = getattr(transformers, auto_class)
     try:
         if not spec.pretrained:
             config = transformers.AutoConfig.from_pretrained(source, **kwargs, **config_kwargs)

@@ -22,7 +22,7 @@ import math
 import posixpath
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Annotated
 
 SPLITS = ("train", "validation", "test")
@@ -166,6 +166,11 @@ class TrainingExtras(Strict):
     early_stopping_threshold: Optional[float] = Field(
         None, ge=0, description="with early_stopping_patience: the least change of the metric "
         "that counts as an improvement (default 0)")
+    extra_metrics: list[str] = Field(
+        default_factory=list, description="modules of the `evaluate` library computed on every "
+        "evaluation besides the task's own metrics: a local module folder (holding <folder>.py) "
+        "or .py file, relative to the recipe, or a Hub id (needs the network)",
+        json_schema_extra=hub(HUB_REFUSED))  # evaluate modules are Python scripts: they run code
 
 
 class OutputSpec(Strict):
@@ -207,28 +212,3 @@ class RecipeBase(Strict):
         """The ``training:`` keys that go to ``transformers.TrainingArguments``."""
         names = TrainingExtras.model_fields
         return {k: v for k, v in self.training.items() if k not in names}
-
-
-def strategy_type():
-    """The ``strategy:`` field type: a union of every registered strategy spec, tagged by ``name``."""
-    from ..strategies import STRATEGY_SPECS
-
-    specs = tuple(STRATEGY_SPECS.values())
-    if len(specs) == 1:
-        return specs[0]
-    return Annotated[Union[specs], Field(discriminator="name")]
-
-
-def recipe_model(task_name: str) -> type[RecipeBase]:
-    """The full recipe model for one task: its data spec plus the registered strategies."""
-    from ..strategies import STRATEGY_SPECS
-    from ..tasks import get_task_class
-
-    task_cls = get_task_class(task_name)
-    default_strategy = STRATEGY_SPECS["full"]()
-    return create_model(
-        f"{task_cls.__name__}Recipe",
-        __base__=RecipeBase,
-        data=(task_cls.data_spec, ...),
-        strategy=(strategy_type(), default_strategy),
-    )

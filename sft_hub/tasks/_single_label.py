@@ -1,14 +1,24 @@
 """Shared base for tasks with one label per example (text and image classification)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..data.labels import derive_labels, encode_labels
 from ..data.sources import check_local_columns, finalize_splits, load_raw_splits
+from ..errors import DataError
+from ..metrics import Metric, PerClass
 from .base import Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import DatasetDict
+
+CLASSIFICATION_METRICS = (
+    Metric("accuracy", "Accuracy", "accuracy"),
+    Metric("f1_macro", "F1 (macro)", "f1", "macro"),
+    Metric("precision_macro", "Precision (macro)", "precision", "macro", headline=False),
+    Metric("recall_macro", "Recall (macro)", "recall", "macro", headline=False),
+    Metric("top5_accuracy", "Top-5 accuracy", "top_5_accuracy"),  # more than 5 classes only
+)
 
 
 class SingleLabelTask(Task):
@@ -16,6 +26,10 @@ class SingleLabelTask(Task):
 
     Subclasses' ``data_spec`` must define ``label_column``.
     """
+
+    metrics = CLASSIFICATION_METRICS
+    best_metric = "accuracy"
+    per_class = PerClass("{field}_{name}", ("f1",))
 
     def check_data(self) -> None:
         check_local_columns(self.recipe.data, self.recipe_dir, self.required_columns())
@@ -26,8 +40,6 @@ class SingleLabelTask(Task):
         for split, ds in raw.items():
             for column in self.required_columns():
                 if column not in ds.column_names:
-                    from ..errors import DataError
-
                     raise DataError(f"the {split} split has no column {column!r} "
                                     f"(columns: {', '.join(ds.column_names)})",
                                     field=f"data.{self._field_for(column)}",
@@ -47,7 +59,16 @@ class SingleLabelTask(Task):
                 return name
         return "label_column"
 
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
+    def task_metrics(self, eval_pred) -> dict[str, float]:
         from ..metrics import classification_metrics
 
         return classification_metrics(eval_pred.predictions, eval_pred.label_ids, self.labels)
+
+    def evaluate_inputs(self, eval_pred) -> tuple[Any, Any]:
+        """Predicted and gold class ids (what evaluate's accuracy, f1, matthews_correlation take)."""
+        import numpy as np
+
+        logits = eval_pred.predictions
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        return np.asarray(logits).argmax(-1).tolist(), np.asarray(eval_pred.label_ids).tolist()

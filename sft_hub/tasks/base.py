@@ -1,14 +1,34 @@
-"""The task interface: what a task owns (data preparation, head, collator, metrics, decoding).
+"""The task interface and its declared contract.
 
 A task module subclasses :class:`Task`, sets the class attributes and registers itself with
-``@TASKS.register``. Class attributes and :meth:`check_data` must not import torch: they are used by
+``@TASKS.register``. Other modules (training, the model card, strategies) ask a task what it is
+through these declarations; none of them matches a task's name:
+
+- ``metrics``: the figures it reports (:class:`Metric`: metrics.json key, display name, Hub
+  model-index type/config, direction) and ``best_metric``, the one that selects the best model;
+  ``per_class``: how per-class figures are keyed (:class:`PerClass`);
+- ``auto_model_class()`` / ``peft_model_class()``: the transformers and peft Auto classes
+  (classmethods that import, so that declaring them costs nothing at ``sft-hub validate``);
+  ``peft_task_type``: the ``peft.TaskType`` name;
+- ``pipeline_task`` and ``pipeline_kwargs``: how ``transformers.pipeline`` loads the result;
+  ``usage_input``/``usage_output``: the example the card's usage snippet runs;
+- ``model_config_extras()``: keys written into the model config (e.g. ``problem_type``);
+- ``evaluate_inputs()``: the (predictions, references) that ``training.extra_metrics`` modules of
+  the ``evaluate`` library are computed on.
+
+:meth:`Task.card_facts` writes all of it (plus run-time facts such as per-class names) into
+``run_info.json`` under ``task_contract``, so that the card is built from the run directory alone.
+
+Class attributes and :meth:`check_data` must not import torch: they are used by
 ``sft-hub validate``. Everything else runs at training time.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
+from ..metrics import LOSS, Metric, PerClass, check_extra_metrics
 from ..recipe.schema import DataSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -17,16 +37,82 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..recipe.schema import RecipeBase
 
 
+def _literal(value: Any) -> str:
+    """Python source for a snippet value (strings in double quotes, like the rest of the card)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 class Task:
     name: ClassVar[str]
     data_spec: ClassVar[type[DataSpec]]
-    pipeline_task: ClassVar[str]  # transformers pipeline name, e.g. "text-classification"
-    auto_model_class: ClassVar[str]  # e.g. "AutoModelForSequenceClassification"
+    # -- the contract ------------------------------------------------------------------------
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    best_metric: ClassVar[str]          # key of the metric that selects the best model
+    per_class: ClassVar[Optional[PerClass]] = None
+    pipeline_task: ClassVar[str]        # transformers pipeline name, e.g. "text-classification"
+    pipeline_kwargs: ClassVar[dict[str, Any]] = {}  # e.g. aggregation_strategy="simple"
     peft_task_type: ClassVar[Optional[str]] = None  # peft.TaskType name, e.g. "SEQ_CLS"
-    default_metric: ClassVar[str] = "accuracy"  # metric_for_best_model unless the recipe sets one
-    greater_is_better: ClassVar[bool] = True
-    # Metrics printed in the end-of-run summary (all of them stay in metrics.json).
-    headline_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro", "top5_accuracy")
+    # The usage snippet: Python lines that define ``inputs`` (imports allowed), then the output
+    # expression printed; ``classifier`` is the pipeline. Run by the tests against a saved model.
+    usage_input: ClassVar[str] = 'inputs = "Hello world"'
+    usage_output: ClassVar[str] = "classifier(inputs)"
+    # Derived from ``metrics``/``best_metric`` (see __init_subclass__); read by training.py.
+    default_metric: ClassVar[str]
+    greater_is_better: ClassVar[bool]
+    headline_metrics: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.metrics or not hasattr(cls, "best_metric"):
+            return  # an intermediate base class
+        by_key = {m.key: m for m in cls.metrics}
+        if cls.best_metric not in by_key:
+            raise TypeError(f"{cls.__name__}.best_metric {cls.best_metric!r} is not one of its "
+                            f"metrics ({', '.join(by_key)})")
+        cls.default_metric = cls.best_metric
+        cls.greater_is_better = by_key[cls.best_metric].greater_is_better
+        cls.headline_metrics = tuple(m.key for m in cls.metrics if m.headline)
+
+    @classmethod
+    def auto_model_class(cls) -> type:
+        """The transformers Auto class of the task's model (imports transformers)."""
+        raise NotImplementedError
+
+    @classmethod
+    def peft_model_class(cls) -> Optional[type]:
+        """peft's ``AutoPeftModelFor...`` class for adapters of this task, or None (imports peft)."""
+        return None
+
+    @classmethod
+    def per_class_names(cls, labels: list[str]) -> list[str]:
+        """The classes with their own figures (the labels; NER: the entity types)."""
+        return list(labels)
+
+    @classmethod
+    def usage_template(cls) -> str:
+        """The card's usage snippet; ``$model`` stands for the quoted model id and load options."""
+        options = "".join(f", {k}={_literal(v)}" for k, v in cls.pipeline_kwargs.items())
+        return ("from transformers import pipeline\n\n"
+                f'classifier = pipeline("{cls.pipeline_task}", model=$model{options})\n'
+                f"{cls.usage_input}\nprint({cls.usage_output})")
+
+    @classmethod
+    def static_facts(cls, labels: list[str]) -> dict[str, Any]:
+        """The contract as JSON (what the card needs), for a run with these labels."""
+        peft_cls = cls.peft_model_class()
+        facts = {
+            "pipeline_task": cls.pipeline_task, "pipeline_kwargs": dict(cls.pipeline_kwargs),
+            "auto_model_class": cls.auto_model_class().__name__,
+            "peft_task_type": cls.peft_task_type,
+            "peft_model_class": peft_cls.__name__ if peft_cls is not None else None,
+            "metrics": [m.to_dict() for m in (*cls.metrics, LOSS)],
+            "best_metric": cls.best_metric, "per_class": None, "model_config": {},
+            "usage": cls.usage_template(),
+        }
+        if cls.per_class is not None:
+            facts["per_class"] = {"key": cls.per_class.key, "fields": list(cls.per_class.fields),
+                                  "names": cls.per_class_names(labels)}
+        return facts
 
     def __init__(self, recipe: "RecipeBase", recipe_dir: Path):
         self.recipe = recipe
@@ -34,6 +120,12 @@ class Task:
         self.labels: list[str] = []
         self.processor: Any = None
         self.notes: list[str] = []  # facts worth reporting (truncation, skipped images...)
+        self._extra_ids = check_extra_metrics(self._extra_metric_refs(), self.recipe_dir)
+        self._extra_metrics: Optional[list] = None
+
+    def _extra_metric_refs(self) -> list[str]:
+        extras = self.recipe.training_extras
+        return list(getattr(extras, "extra_metrics", None) or [])
 
     # -- validation (no torch) ------------------------------------------------------------
     def check_data(self) -> None:
@@ -56,12 +148,19 @@ class Task:
     def seed(self) -> int:
         return int(self.recipe.training.get("seed", 42))
 
+    def model_config_extras(self) -> dict[str, Any]:
+        """Keys set on the model config after loading (e.g. ``problem_type``); saved with it."""
+        return {}
+
     def build_model(self) -> Any:
-        """The model with a head sized for :attr:`labels` and real label names in its config."""
+        """The model with a head sized for :attr:`labels`, real label names and the task's own
+        config keys in its config."""
         from ..models.transformers_backend import label_config, load_model
 
-        return load_model(self.recipe.model, self.recipe_dir, self.auto_model_class,
-                          **label_config(self.labels))
+        model = load_model(self.recipe.model, self.recipe_dir, self.auto_model_class(),
+                           **label_config(self.labels))
+        model.config.update(self.model_config_extras())
+        return model
 
     def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
         raise NotImplementedError
@@ -69,8 +168,47 @@ class Task:
     def data_collator(self) -> Optional[Callable]:
         return None
 
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
+    # -- metrics ----------------------------------------------------------------------------
+    def task_metrics(self, eval_pred) -> dict[str, float]:
+        """The task's own figures (keys of :attr:`metrics` and :attr:`per_class`)."""
         raise NotImplementedError
+
+    def evaluate_inputs(self, eval_pred) -> tuple[Any, Any]:
+        """(predictions, references) for ``evaluate`` modules (``training.extra_metrics``)."""
+        raise NotImplementedError
+
+    @property
+    def compute_metrics(self) -> Callable[[Any], dict[str, float]]:
+        """The Trainer's ``compute_metrics``: the task's figures plus ``training.extra_metrics``.
+
+        Reading it loads the ``evaluate`` modules, so a broken one fails before training starts.
+        """
+        if self._extra_metrics is None:
+            from ..metrics import load_extra_metrics
+
+            self._extra_metrics = load_extra_metrics(self._extra_ids)
+
+        def compute(eval_pred) -> dict[str, float]:
+            out = self.task_metrics(eval_pred)
+            if self._extra_metrics:
+                from ..metrics import compute_extra_metrics
+
+                predictions, references = self.evaluate_inputs(eval_pred)
+                out.update(compute_extra_metrics(self._extra_metrics, predictions, references,
+                                                 taken=set(out), notes=self.notes))
+            return out
+
+        return compute
+
+    def card_facts(self) -> dict[str, Any]:
+        """What the model card needs about this task, written into ``run_info.json``."""
+        facts = self.static_facts(self.labels)
+        facts["model_config"] = self.model_config_extras()
+        if self._extra_metrics:
+            from ..metrics import extra_metric_specs
+
+            facts["metrics"] += [m.to_dict() for m in extra_metric_specs(self._extra_metrics)]
+        return facts
 
     def save_processor(self, out_dir: Path) -> None:
         if self.processor is not None:

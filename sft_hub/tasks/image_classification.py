@@ -50,8 +50,14 @@ class ImageClassification(SingleLabelTask):
     name = "image-classification"
     data_spec = ImageClassificationData
     pipeline_task = "image-classification"
-    auto_model_class = "AutoModelForImageClassification"
-    default_metric = "accuracy"
+    usage_input = ('from PIL import Image\n\n'
+                   'inputs = Image.new("RGB", (224, 224), "white")  # or Image.open("photo.jpg")')
+
+    @classmethod
+    def auto_model_class(cls):
+        from transformers import AutoModelForImageClassification
+
+        return AutoModelForImageClassification
 
     def __init__(self, recipe, recipe_dir: Path):
         super().__init__(recipe, recipe_dir)
@@ -164,11 +170,12 @@ class ImageClassification(SingleLabelTask):
                                                      self.labels, image_size)
             self.processor = image_processor(self._timm_model)
         else:
+            from transformers import AutoImageProcessor
+
             from ..data.transforms import set_input_size
             from ..models.transformers_backend import load_processor
 
-            self.processor = load_processor(self.recipe.model, self.recipe_dir,
-                                            "AutoImageProcessor")
+            self.processor = load_processor(self.recipe.model, self.recipe_dir, AutoImageProcessor)
             if image_size:
                 set_input_size(self.processor, image_size)
         return self.processor
@@ -183,8 +190,9 @@ class ImageClassification(SingleLabelTask):
 
         spec, image_size = self.recipe.model, self.recipe.data.image_size
         extra = {"image_size": image_size} if image_size and not spec.pretrained else {}
-        model = load_model(spec, self.recipe_dir, self.auto_model_class,
+        model = load_model(spec, self.recipe_dir, self.auto_model_class(),
                            **label_config(self.labels), **extra)
+        model.config.update(self.model_config_extras())
         fixed = getattr(model.config, "image_size", None)
         if image_size and isinstance(fixed, int) and fixed != image_size:
             raise RecipeError(f"{spec.name} takes {fixed}x{fixed} images; data.image_size is "

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from ..errors import DataError
+from ..metrics import Metric, PerClass
 from ..recipe.schema import Column, DataSpec, Switch
 from . import TASKS
 from .base import Task
@@ -46,11 +47,36 @@ class TokenClassificationData(DataSpec):
 class TokenClassification(Task):
     name = "token-classification"
     data_spec = TokenClassificationData
+    metrics = (
+        Metric("entity_precision", "Entity precision (seqeval, micro)", "precision", "micro"),
+        Metric("entity_recall", "Entity recall (seqeval, micro)", "recall", "micro"),
+        Metric("entity_f1", "Entity F1 (seqeval, micro)", "f1", "micro"),
+        Metric("token_accuracy", "Token accuracy", "accuracy"),
+    )
+    best_metric = "entity_f1"
+    per_class = PerClass("{name}_{field}", ("precision", "recall", "f1", "support"))
     pipeline_task = "token-classification"
-    auto_model_class = "AutoModelForTokenClassification"
+    pipeline_kwargs = {"aggregation_strategy": "simple"}
     peft_task_type = "TOKEN_CLS"
-    default_metric = "entity_f1"
-    headline_metrics = ("entity_precision", "entity_recall", "entity_f1", "token_accuracy")
+    usage_input = 'inputs = "Ada Lovelace was born in London."'
+
+    @classmethod
+    def auto_model_class(cls):
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    @classmethod
+    def peft_model_class(cls):
+        from peft import AutoPeftModelForTokenClassification
+
+        return AutoPeftModelForTokenClassification
+
+    @classmethod
+    def per_class_names(cls, labels: list[str]) -> list[str]:
+        from ..data.ner_tags import entity_types
+
+        return entity_types(labels)
 
     # -- validation (no torch) ------------------------------------------------------------
     def required_columns(self) -> list[str]:
@@ -168,9 +194,9 @@ class TokenClassification(Task):
         from ..data.ner_align import needs_prefix_space, require_word_ids
         from ..models.transformers_backend import load_processor
 
-        self.processor = load_processor(self.recipe.model, self.recipe_dir, "AutoTokenizer")
+        self.processor = load_processor(self.recipe.model, self.recipe_dir)
         if needs_prefix_space(self.processor):
-            self.processor = load_processor(self.recipe.model, self.recipe_dir, "AutoTokenizer",
+            self.processor = load_processor(self.recipe.model, self.recipe_dir,
                                             add_prefix_space=True)
         require_word_ids(self.processor, self.recipe.model.processor or self.recipe.model.name)
         return self.processor
@@ -199,11 +225,21 @@ class TokenClassification(Task):
         return DataCollatorForTokenClassification(self.processor)
 
     # -- metrics ----------------------------------------------------------------------------
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
-        from ..data.ner_metrics import entity_metrics, word_tag_sequences
+    def _tag_sequences(self, eval_pred) -> tuple[list[list[str]], list[list[str]]]:
+        from ..data.ner_metrics import word_tag_sequences
 
         predictions = eval_pred.predictions
         if isinstance(predictions, tuple):
             predictions = predictions[0]
-        gold, predicted = word_tag_sequences(predictions, eval_pred.label_ids, self.labels)
+        return word_tag_sequences(predictions, eval_pred.label_ids, self.labels)
+
+    def task_metrics(self, eval_pred) -> dict[str, float]:
+        from ..data.ner_metrics import entity_metrics
+
+        gold, predicted = self._tag_sequences(eval_pred)
         return entity_metrics(gold, predicted, self.labels)
+
+    def evaluate_inputs(self, eval_pred) -> tuple[Any, Any]:
+        """Predicted and gold tag names per word, one list per sentence (evaluate's seqeval)."""
+        gold, predicted = self._tag_sequences(eval_pred)
+        return predicted, gold

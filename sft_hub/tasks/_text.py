@@ -1,0 +1,72 @@
+"""Shared pieces of tasks whose input is a text or a text pair and whose head is a sequence
+classifier: tokenizer, tokenization (the label column becomes ``labels``), padding collator, the
+Auto classes and the usage example."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from ..recipe.schema import Column, DataSpec, OptionalColumn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import DatasetDict
+
+
+class TextData(DataSpec):
+    text_column: Column = "text"
+    text_pair_column: OptionalColumn = Field(None, description="second text for sentence-pair tasks")
+    label_column: Column = "label"
+    max_length: int = Field(256, gt=0, description="tokens per example; longer texts are truncated")
+
+
+class TextInputs:
+    """Mixin for :class:`~sft_hub.tasks.base.Task` subclasses whose spec is a ``TextData``."""
+
+    pipeline_task = "text-classification"
+    peft_task_type = "SEQ_CLS"
+    usage_input = 'inputs = "I would watch this film again tomorrow."'
+
+    @classmethod
+    def auto_model_class(cls):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    @classmethod
+    def peft_model_class(cls):
+        from peft import AutoPeftModelForSequenceClassification
+
+        return AutoPeftModelForSequenceClassification
+
+    def required_columns(self) -> list[str]:
+        d = self.recipe.data
+        return [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
+
+    def build_processor(self):
+        from ..models.transformers_backend import load_processor
+
+        self.processor = load_processor(self.recipe.model, self.recipe_dir)
+        return self.processor
+
+    def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
+        from datasets import DatasetDict
+
+        d = self.recipe.data
+        tokenizer = self.processor
+
+        def tokenize(batch):
+            texts = [str(t) if t is not None else "" for t in batch[d.text_column]]
+            pairs = ([str(t) if t is not None else "" for t in batch[d.text_pair_column]]
+                     if d.text_pair_column else None)
+            enc = tokenizer(texts, pairs, truncation=True, max_length=d.max_length)
+            enc["labels"] = batch[d.label_column]
+            return enc
+
+        return DatasetDict({split: ds.map(tokenize, batched=True, remove_columns=ds.column_names,
+                                          desc=f"tokenizing {split}") for split, ds in raw.items()})
+
+    def data_collator(self):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.processor)
