@@ -80,20 +80,6 @@ def _create(name: str, kwargs: dict[str, Any], spec: ModelSpec):
                           ) from None
 
 
-def _native_config(model, image_size: Optional[int]) -> dict[str, Any]:
-    """timm's own export config for ``model`` (what ``timm.create_model("local-dir:")`` reads)."""
-    import json
-    import tempfile
-
-    from timm.models._hub import save_config_for_hf
-
-    data = {"input_size": (3, image_size, image_size)} if image_size else None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.json"
-        save_config_for_hf(model, str(path), data_config=data)
-        return json.loads(path.read_text())
-
-
 def build_timm_classifier(spec: ModelSpec, base_dir: Path, labels: list[str],
                           image_size: Optional[int] = None):
     """A ``TimmWrapperForImageClassification`` around a timm model with a ``len(labels)`` head.
@@ -101,10 +87,6 @@ def build_timm_classifier(spec: ModelSpec, base_dir: Path, labels: list[str],
     ``image_size`` sets the input resolution; models with a fixed input size (ViT) are built for it
     (timm resamples their position embeddings when loading pretrained weights).
     """
-    import torch
-    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
-    from transformers.conversion_mapping import get_model_conversion_mapping
-
     name, kwargs = timm_source(spec, base_dir)
     kwargs["num_classes"] = len(labels)
     if image_size and _fixed_input_size(name, spec):
@@ -112,21 +94,33 @@ def build_timm_classifier(spec: ModelSpec, base_dir: Path, labels: list[str],
     model = _create(name, kwargs, spec)
     if kwargs.get("pretrained") and model.pretrained_cfg.get("num_classes") != len(labels):
         _init_new_head(model)
-    native = _native_config(model, image_size)
-    native.pop("label_names", None)
-    native.pop("num_classes", None)
-    # The wrapper passes num_classes itself (from num_labels); a second copy here would clash.
-    native.get("model_args", {}).pop("num_classes", None)
-    config = TimmWrapperConfig.from_dict(native, num_labels=len(labels),
-                                         id2label=dict(enumerate(labels)),
-                                         label2id={n: i for i, n in enumerate(labels)})
-    with torch.device("meta"):  # the wrapper's own timm model is replaced right away: no weights
-        wrapper = TimmWrapperForImageClassification(config)
-    wrapper.timm_model = model
-    # Record the key mapping from_pretrained would have recorded, so save_pretrained writes timm's
-    # own parameter names (no "timm_model." prefix) and timm's loaders read the run directory.
-    wrapper._weight_conversions = get_model_conversion_mapping(wrapper, add_legacy=False)
-    return wrapper
+    return _wrap(model, labels, image_size)
+
+
+def _wrap(model, labels: list[str], image_size: Optional[int]):
+    """The timm model inside ``TimmWrapperForImageClassification``, through the two libraries'
+    public save/load: timm's ``save_for_hf`` writes its native layout, transformers'
+    ``from_pretrained`` reads it (and records the key mapping, so that ``save_pretrained`` writes
+    timm's own parameter names and timm's loaders read the run directory)."""
+    import json
+    import tempfile
+
+    from timm.models import save_for_hf
+    from transformers import TimmWrapperForImageClassification
+
+    data = {"input_size": (3, image_size, image_size)} if image_size else None
+    with tempfile.TemporaryDirectory() as tmp:
+        save_for_hf(model, tmp, safe_serialization=True, data_config=data)
+        path = Path(tmp) / "config.json"
+        native = json.loads(path.read_text())
+        native.pop("label_names", None)
+        native.pop("num_classes", None)
+        # The wrapper passes num_classes itself (from num_labels); a second copy would clash.
+        native.get("model_args", {}).pop("num_classes", None)
+        path.write_text(json.dumps(native))
+        return TimmWrapperForImageClassification.from_pretrained(
+            tmp, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)})
 
 
 def _init_new_head(model, std: float = 0.02) -> None:
