@@ -99,3 +99,16 @@ def test_card_usage_snippet_runs_on_a_saved_model(name, write_recipe, tiny_bert_
     exec(compile(code, f"<usage snippet of {name}>", "exec"), {})
     assert capsys.readouterr().out.strip()  # it printed the model's predictions
     shutil.rmtree(out)
+
+
+def test_an_incomplete_task_fails_at_registration():
+    from sft_hub.tasks.base import Task
+
+    class Half(Task):
+        name = "half"
+        pipeline_task = "text-classification"
+
+    with pytest.raises(TypeError, match="does not declare: data_spec, best_metric, metrics, "
+                                        "auto_model_class"):
+        TASKS.register(Half)
+    assert "half" not in TASKS.all()

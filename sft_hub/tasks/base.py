@@ -74,6 +74,25 @@ class Task:
         cls.headline_metrics = tuple(m.key for m in cls.metrics if m.headline)
 
     @classmethod
+    def check_contract(cls) -> None:
+        """Raise TypeError naming what a task class leaves undeclared (run at registration, so an
+        incomplete task module fails when it is imported, not when some command first asks)."""
+        missing = [a for a in ("name", "data_spec", "best_metric", "pipeline_task")
+                   if not getattr(cls, a, None)]
+        if not cls.metrics:
+            missing.append("metrics")
+        missing += [m for m in ("auto_model_class", "load_data", "build_processor", "preprocess",
+                                "task_metrics", "evaluate_inputs")
+                    if getattr(cls, m).__qualname__.startswith("Task.")]
+        if missing:
+            raise TypeError(f"task class {cls.__qualname__} does not declare: {', '.join(missing)}"
+                            " (see sft_hub/tasks/base.py)")
+        if not issubclass(cls.data_spec, DataSpec):
+            raise TypeError(f"{cls.__qualname__}.data_spec must subclass recipe.schema.DataSpec")
+        if "$model" not in cls.usage_template():
+            raise TypeError(f"{cls.__qualname__}.usage_template() must use $model")
+
+    @classmethod
     def auto_model_class(cls) -> type:
         """The transformers Auto class of the task's model (imports transformers)."""
         raise NotImplementedError
@@ -146,7 +165,7 @@ class Task:
 
     @property
     def seed(self) -> int:
-        return int(self.recipe.training.get("seed", 42))
+        return self.recipe.settings.seed
 
     def model_config_extras(self) -> dict[str, Any]:
         """Keys set on the model config after loading (e.g. ``problem_type``); saved with it."""
