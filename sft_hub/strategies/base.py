@@ -11,7 +11,8 @@ contract, :meth:`Strategy.contract_for` (``spec.contract()`` on a recipe's strat
 
 - ``save_forms``: the forms the strategy can be configured to save (``model``: a plain model it
   trained itself; ``adapter`` / ``merged`` / ``both``: a peft adapter, the adapter merged into the
-  base model, or both), and ``saves``: the one the spec chose;
+  base model, or both), and ``saves``: the one the spec chose (``Strategy.spec_saving`` sets
+  another);
 - ``push_forms``: the ``hub.push`` values a run of this spec can satisfy (derived from ``saves``);
 - ``merges_on_save``: saving needs the whole model in one process (merging an adapter);
 - ``engines``: the multi-process engines it trains under (``ddp``, ``fsdp``, ``deepspeed``), and
@@ -36,6 +37,7 @@ parameters that live outside the base model (a peft prompt encoder). Subclasses 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -97,7 +99,8 @@ class StrategyContract:
             raise self.unsupported_engines[engine].error()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types (lists, not tuples): what ``run_info.json`` reads back."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 class StrategySpec(Strict):
@@ -135,6 +138,17 @@ class Strategy:
             raise NotImplementedError(f"{cls.__qualname__} saves one of {cls.save_forms}: "
                                       "override saved_form to say which one the spec chose")
         return cls.save_forms[0]
+
+    @classmethod
+    def spec_saving(cls, spec: StrategySpec, form: str) -> StrategySpec:
+        """``spec`` set to save ``form`` (one of :attr:`save_forms`): how a caller asks a
+        strategy for another of its forms without knowing its spec's fields."""
+        if form not in cls.save_forms:
+            raise ValueError(f"strategy {cls.name!r} saves {', '.join(cls.save_forms)}, not {form}")
+        if form != cls.saved_form(spec):
+            raise NotImplementedError(f"{cls.__qualname__} saves several forms: override "
+                                      "spec_saving to set the one asked for")
+        return spec
 
     @classmethod
     def engine_limits(cls, spec: StrategySpec) -> dict[str, EngineLimit]:
@@ -264,9 +278,6 @@ def check_strategy_class(cls: type) -> None:
     if spec.model_fields["name"].default != cls.name:
         fail(f"spec_class {spec.__name__}.name must default to {cls.name!r} "
              f"(name: Literal[{cls.name!r}] = {cls.name!r})")
-    owner = spec.__dict__.get("strategy_class")  # its own, not one inherited from a parent spec
-    if owner not in (None, cls):
-        fail(f"spec_class {spec.__name__} already configures {owner.__qualname__}")
     forms = tuple(cls.save_forms)
     if not forms or not set(forms) <= set(SAVE_FORMS):
         fail(f"save_forms {forms!r} must be a non-empty subset of {SAVE_FORMS}")
@@ -281,6 +292,10 @@ def check_strategy_class(cls: type) -> None:
     if not isinstance(weights, dict) or missing:
         fail(f"`weights` must describe every layout its saved forms can be pushed as "
              f"(missing: {', '.join(missing) or 'weights'})")
-    if len(forms) > 1 and cls.saved_form.__func__ is Strategy.saved_form.__func__:
-        fail(f"saves one of {forms}: override saved_form(spec) to say which one the spec chose")
+    for hook in ("saved_form", "spec_saving"):
+        if len(forms) > 1 and getattr(cls, hook).__func__ is getattr(Strategy, hook).__func__:
+            fail(f"saves one of {forms}: override {hook} (which form a spec chose / set one)")
+    owner = spec.__dict__.get("strategy_class")  # its own, not one inherited from a parent spec
+    if owner not in (None, cls):
+        fail(f"spec_class {spec.__name__} already configures {owner.__qualname__}")
     spec.strategy_class = cls

@@ -77,7 +77,6 @@ class AdapterStrategy(Strategy):
     """Wraps the model with a peft adapter; subclasses build the peft config."""
 
     spec: AdapterSpec
-
     save_forms = ("adapter", "merged", "both")
     weights = {
         "model": "the full model, with the adapter merged into the base weights",
@@ -87,6 +86,13 @@ class AdapterStrategy(Strategy):
     @classmethod
     def saved_form(cls, spec: AdapterSpec) -> str:
         return spec.save
+
+    @classmethod
+    def spec_saving(cls, spec: AdapterSpec, form: str) -> AdapterSpec:
+        if form not in cls.save_forms:
+            raise ValueError(f"strategy {cls.name!r} saves {', '.join(cls.save_forms)}, not {form}")
+        return spec.model_copy(update={"save": form})
+
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         raise NotImplementedError
 
@@ -187,8 +193,8 @@ class Lora(AdapterStrategy):
     name = "lora"
     spec_class = LoraSpec
     spec: LoraSpec
-
     trains = "low-rank updates of the adapted layers (LoRA) and the task head"
+
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         from peft import LoraConfig
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
@@ -208,8 +214,8 @@ class Ia3(AdapterStrategy):
     name = "ia3"
     spec_class = Ia3Spec
     spec: Ia3Spec
-
     trains = "learned rescaling vectors of the adapted layers (IA3) and the task head"
+
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         from peft import IA3Config
         from peft.utils.constants import (
