@@ -308,8 +308,9 @@ def usage_snippet(contract: dict[str, Any], model: str) -> str:
 
 
 def _peft_usage(run: RunRecord, repo_id: str, rev: str, subfolder: str) -> str:
-    """Code that loads the adapter; label names and the task's config keys go to the base model,
-    whose config lacks them."""
+    """Code that loads the adapter; label names and the task's config keys (set after loading:
+    from_pretrained passes keys the config class lacks to the model) go to the base model, whose
+    config lacks them."""
     contract, labels = run.contract, run.labels
     auto = contract.get("auto_model_class") or "AutoModel"
     peft_auto = contract.get("peft_model_class")
@@ -317,14 +318,14 @@ def _peft_usage(run: RunRecord, repo_id: str, rev: str, subfolder: str) -> str:
     names = (f"labels = {labels!r}\nnames = dict(id2label=dict(enumerate(labels)), "
              "label2id={label: i for i, label in enumerate(labels)})\n"
              if labels else "names = {}\n")
-    if extras:
-        names += f"names.update({extras!r})\n"
     if peft_auto and not subfolder:
+        update = f"\nmodel.get_base_model().config.update({extras!r})" if extras else ""
         return (f"from peft import {peft_auto}\n\n{names}"
-                f'model = {peft_auto}.from_pretrained("{repo_id}"{rev}, **names)')
+                f'model = {peft_auto}.from_pretrained("{repo_id}"{rev}, **names){update}')
+    update = f"base.config.update({extras!r})\n" if extras else ""
     return (f"from peft import PeftConfig, PeftModel\nfrom transformers import {auto}\n\n{names}"
             f'config = PeftConfig.from_pretrained("{repo_id}"{rev}{subfolder})\n'
-            f"base = {auto}.from_pretrained(config.base_model_name_or_path, **names)\n"
+            f"base = {auto}.from_pretrained(config.base_model_name_or_path, **names)\n{update}"
             f'model = PeftModel.from_pretrained(base, "{repo_id}"{rev}{subfolder})')
 
 

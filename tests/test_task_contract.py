@@ -72,26 +72,31 @@ def _tiny_vit(_):
                      num_attention_heads=2, intermediate_size=37), processor
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
-def test_card_usage_snippet_runs_on_a_saved_model(name, write_recipe, tiny_bert_dir, tmp_path,
-                                                  capsys):
+def tiny_model(task, tokenizer_dir):
+    """A tiny random model of the task's Auto class with the task's config keys, and the function
+    that saves a matching processor."""
     import torch
 
-    task = make_task(name, write_recipe)
     auto = task.auto_model_class()
     torch.manual_seed(0)
     for make in (_tiny_bert, _tiny_vit):  # the first architecture the task's Auto class takes
-        config, save_processor = make(tiny_bert_dir)
+        config, save_processor = make(tokenizer_dir)
         config.update({"num_labels": len(LABELS), "id2label": dict(enumerate(LABELS)),
                        "label2id": {n: i for i, n in enumerate(LABELS)}})
         try:
             model = auto.from_config(config)
         except ValueError:
             continue
-        break
-    else:
-        pytest.fail(f"no tiny architecture fits {auto.__name__}: add one to this test")
-    model.config.update(task.model_config_extras())
+        model.config.update(task.model_config_extras())
+        return model, save_processor
+    pytest.fail(f"no tiny architecture fits {auto.__name__}: add one to this test")
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_card_usage_snippet_runs_on_a_saved_model(name, write_recipe, tiny_bert_dir, tmp_path,
+                                                  capsys):
+    task = make_task(name, write_recipe)
+    model, save_processor = tiny_model(task, tiny_bert_dir)
     out = tmp_path / "run"
     model.save_pretrained(out)
     save_processor(out)
@@ -112,3 +117,31 @@ def test_an_incomplete_task_fails_at_registration():
                                         "auto_model_class"):
         TASKS.register(Half)
     assert "half" not in TASKS.all()
+
+
+@pytest.mark.parametrize("name", [n for n in TASK_NAMES if TASKS.all()[n].peft_task_type])
+@pytest.mark.parametrize("subfolder", ["", "adapter"])
+def test_card_adapter_snippet_loads_with_the_task_config(name, subfolder, write_recipe,
+                                                         tiny_bert_dir, tmp_path):
+    """The card's peft code loads an adapter (at the root, or in adapter/ beside a merged model)
+    onto its base model with the label names and the task's config keys."""
+    from peft import LoraConfig, get_peft_model
+
+    from sft_hub.card import RunRecord, _peft_usage
+
+    task = make_task(name, write_recipe)
+    model, _ = tiny_model(task, tiny_bert_dir)
+    base_dir, repo = tmp_path / "base", tmp_path / "repo"
+    model.save_pretrained(base_dir)
+    lora = LoraConfig(task_type=task.peft_task_type, r=2, target_modules=["query", "value"])
+    peft_model = get_peft_model(task.auto_model_class().from_pretrained(base_dir), lora)
+    peft_model.save_pretrained(repo / subfolder if subfolder else repo)
+    run = RunRecord(recipe={}, metrics={}, info={"task_contract": task.card_facts(),
+                                                 "labels": LABELS}, state={})
+    code = _peft_usage(run, str(repo), "", f', subfolder="{subfolder}"' if subfolder else "")
+    scope: dict = {}
+    exec(compile(code, f"<adapter snippet of {name}>", "exec"), scope)
+    config = scope["model"].get_base_model().config
+    assert config.id2label == dict(enumerate(LABELS))
+    for key, value in task.model_config_extras().items():
+        assert getattr(config, key) == value
