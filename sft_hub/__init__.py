@@ -4,14 +4,14 @@ Public API (the CLI calls exactly these)::
 
     from sft_hub import load_recipe, validate, train
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["load_recipe", "validate", "train", "SftHubError"]
 
 
 def __getattr__(name):  # lazy: `import sft_hub` stays cheap
     if name == "load_recipe":
-        from .recipe.load import load_recipe
+        from .catalog import load_recipe
         return load_recipe
     if name == "validate":
         from .validation import validate

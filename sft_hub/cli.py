@@ -8,7 +8,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .errors import SftHubError
+from .errors import RecipeError, SftHubError
+from .hub import PUSH_FORMS, push_run
+from .hub_refs import parse_hf_ref, recipe_from_model_repo
+from .plan import format_plan, plan
+from .training import train
+from .validation import validate
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,8 +48,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue from the latest checkpoint of the run directory (or this one)")
     t.set_defaults(func=_train)
 
-    from .hub import PUSH_FORMS
-
     s = sub.add_parser("push", help="push a finished run directory to the Hub (weights, processor, "
                        "recipe.yaml, model card); settings default to the run's hub: section")
     s.add_argument("run_dir", help="directory of a finished `sft-hub train` run")
@@ -65,28 +68,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _validate(args) -> int:
-    from .validation import validate
-
     loaded = validate(args.recipe, args.overrides)
     if not args.quiet:
         print(loaded.to_yaml().rstrip("\n"), flush=True)
     if args.plan:
-        from .plan import format_plan, plan
-
         print(format_plan(plan(loaded)), flush=True)
     print(f"# ok: {args.recipe} is valid", file=sys.stderr)
     return 0
 
 
 def _train(args) -> int:
-    from .training import train
-
     recipe, overrides = args.recipe, list(args.overrides)
     if args.from_repo:
         recipe, overrides = _recipe_from(args.from_repo, recipe, overrides)
     elif recipe is None:
-        from .errors import RecipeError
-
         raise RecipeError("no recipe given", hint="sft-hub train RECIPE.yaml [key=value ...], or "
                           "sft-hub train --from hf://org/model-repo")
     train(recipe, overrides, overwrite=args.overwrite, resume=args.resume)
@@ -96,8 +91,6 @@ def _train(args) -> int:
 def _recipe_from(model_repo: str, recipe: Optional[str],
                  overrides: list[str]) -> tuple[str, list[str]]:
     """``train --from hf://org/model``: that repo's recipe.yaml, run in ``runs/<model name>``."""
-    from .errors import RecipeError
-    from .hub import parse_hf_ref, recipe_from_model_repo
 
     if recipe is not None:
         if "=" not in recipe:
@@ -110,8 +103,6 @@ def _recipe_from(model_repo: str, recipe: Optional[str],
 
 
 def _push(args) -> int:
-    from .hub import push_run
-
     push_run(args.run_dir, repo_id=args.repo_id, form=args.form, revision=args.revision,
              private=args.private, commit_message=args.message)
     return 0

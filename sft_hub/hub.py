@@ -7,24 +7,25 @@
   for, the processor, ``recipe.yaml`` (with the repo's own id filled in), metrics and a model card.
   If it fails, the run directory is untouched and the error gives the exact ``sft-hub push``
   command that retries.
-- :func:`fetch_recipe` / :func:`recipe_from_model_repo` turn ``hf://`` references into recipe
-  files. Only the YAML file is downloaded; recipes are data and loading one never runs code.
+- ``hf://`` references (parsing, fetching recipes, error messages) are :mod:`sft_hub.hub_refs`,
+  which the recipe loader uses without importing this module.
 
 The token comes from ``HF_TOKEN`` or the user's ``hf auth login``; it is passed to the client in
 memory only, never written to a file, a log, a card or an error message.
-Nothing heavy is imported at module level (``sft-hub validate`` imports the recipe loader, which
-imports this module for hf:// references).
+Nothing heavy is imported at module level.
 """
 from __future__ import annotations
 
-import re
 import shlex
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
+from .card import RunRecord, build_card
 from .errors import HubError, RecipeError, RunDirError
+from .hub_refs import RECIPE_FILE, TOKEN_HINT, hub_errors, reason_of
+from .recipe.yaml_io import dump_yaml
+from .run_dir import is_complete
 from .strategies import strategy_contract
 from .strategies.base import PUSHABLE
 
@@ -32,146 +33,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .recipe.schema import HubSpec
 
 PUSH_FORMS = ("model", "adapter", "merged", "both")
-HF_PREFIX = "hf://"
-REPO_TYPE_PREFIXES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-RECIPE_FILE = "recipe.yaml"
 ADAPTER_DIR = "adapter"
 # Run-directory entries that are bookkeeping (or regenerated), not part of the published model.
 NOT_PUSHED = {"checkpoints", ".staging", "run_info.json.tmp", "README.md", RECIPE_FILE, ADAPTER_DIR}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
-TOKEN_HINT = ("export HF_TOKEN=hf_... (a token with write access, from "
-              "https://huggingface.co/settings/tokens) or run `hf auth login`")
 RUN_DIR_HINT = "pass the directory of a finished `sft-hub train` run"
-
-
-# -- hf:// references ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class HubRef:
-    """``hf://[datasets/|spaces/]namespace/name[/path/in/repo][@revision]``."""
-
-    repo_id: str
-    path: str = ""
-    revision: Optional[str] = None
-    repo_type: str = "model"
-
-    def url(self) -> str:
-        prefix = "" if self.repo_type == "model" else f"{self.repo_type}s/"
-        path = f"/{self.path}" if self.path else ""
-        revision = f"@{self.revision}" if self.revision else ""
-        return f"{HF_PREFIX}{prefix}{self.repo_id}{path}{revision}"
-
-
-def parse_hf_ref(ref: str) -> HubRef:
-    """Parse an ``hf://`` reference; the revision, if any, comes last (``...recipe.yaml@v1``)."""
-    text = str(ref)
-    usage = "write hf://<org>/<repo>/<path/to/recipe.yaml>[@revision]"
-    if not text.startswith(HF_PREFIX):
-        raise HubError(f"not an hf:// reference: {text!r}", hint=usage)
-    body, _, revision = text[len(HF_PREFIX):].partition("@")
-    parts = [p for p in body.split("/") if p]
-    repo_type = "model"
-    if parts and parts[0] in REPO_TYPE_PREFIXES:
-        repo_type = REPO_TYPE_PREFIXES[parts.pop(0)]
-    if len(parts) < 2 or not all(re.fullmatch(r"[\w.\-]+", p) for p in parts[:2]):
-        raise HubError(f"{text!r} does not name a Hub repository", file=text, hint=usage)
-    return HubRef(f"{parts[0]}/{parts[1]}", "/".join(parts[2:]), revision or None, repo_type)
-
-
-def fetch_recipe(ref: str) -> Path:
-    """Download the recipe ``hf://org/repo/path/recipe.yaml[@rev]`` names; its local path."""
-    from huggingface_hub import hf_hub_download
-
-    hub_ref = parse_hf_ref(ref)
-    if not hub_ref.path.endswith((".yaml", ".yml")):
-        example = HubRef(hub_ref.repo_id, RECIPE_FILE, hub_ref.revision, hub_ref.repo_type).url()
-        raise HubError(f"{ref!r} does not point to a .yaml file", file=str(ref),
-                       hint=f"give the recipe's path in the repo, e.g. {example}; to re-run a "
-                            f"pushed model use `sft-hub train --from {ref}`")
-    with hub_errors(f"cannot fetch recipe {ref}", file=str(ref), ref=hub_ref):
-        return Path(hf_hub_download(hub_ref.repo_id, hub_ref.path, revision=hub_ref.revision,
-                                    repo_type=hub_ref.repo_type))
-
-
-def recipe_from_model_repo(ref: str) -> str:
-    """The ``hf://`` reference of the recipe a pushed model was trained with, pinned to its commit.
-
-    ``hf://org/model-repo[@rev]`` -> ``hf://org/model-repo/recipe.yaml@<commit sha>``: the exact
-    recipe that produced the weights in that revision, even if the branch moves on later.
-    """
-    from huggingface_hub import HfApi
-
-    hub_ref = parse_hf_ref(ref)
-    if hub_ref.path:
-        raise HubError(f"--from takes a model repository, not a file: {ref!r}", file=str(ref),
-                       hint=f"use `sft-hub train {ref}` to run a recipe file")
-    with hub_errors(f"cannot read {ref}", file=str(ref), ref=hub_ref):
-        info = HfApi().repo_info(hub_ref.repo_id, revision=hub_ref.revision,
-                                 repo_type=hub_ref.repo_type)
-    if RECIPE_FILE not in {s.rfilename for s in info.siblings or []}:
-        raise HubError(f"{hub_ref.repo_id} has no {RECIPE_FILE}, so it was not pushed by sft-hub",
-                       file=str(ref),
-                       hint="only repositories pushed with sft-hub carry their recipe")
-    return HubRef(hub_ref.repo_id, RECIPE_FILE, info.sha, hub_ref.repo_type).url()
-
-
-# -- errors and tokens ----------------------------------------------------------------------------
-
-def _is_network_error(error: BaseException) -> bool:
-    return any(cls.__name__ in ("TransportError", "ConnectionError", "TimeoutError")
-               for cls in type(error).__mro__)
-
-
-def _reason(error: BaseException) -> str:
-    """One line about what went wrong, without the client's multi-line boilerplate."""
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    server = getattr(error, "server_message", None)
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    text = f"HTTP {status}: {server or first}" if status else first
-    return text.rstrip(".")
-
-
-@contextmanager
-def hub_errors(what: str, *, file: Optional[str] = None, field: Optional[str] = None,
-               ref: Optional[HubRef] = None, hint: Optional[str] = None) -> Iterator[None]:
-    """Turn huggingface_hub / network errors into one HubError saying what failed and the fix."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
-
-    repo = ref.repo_id if ref else "the repository"
-    revision = f"@{ref.revision}" if ref and ref.revision else ""
-    try:
-        yield
-    except HubError:
-        raise
-    except Exception as e:
-        if isinstance(e, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
-            problem, fix = ("HF_HUB_OFFLINE is set and it is not in the local cache",
-                            "unset HF_HUB_OFFLINE (and check the network)")
-        elif isinstance(e, GatedRepoError):
-            problem, fix = (f"{repo} is gated ({_reason(e)})",
-                            "request access on the repository page, then use that account's token")
-        elif isinstance(e, RepositoryNotFoundError):
-            problem, fix = (f"{repo} does not exist on {constants.ENDPOINT} (or is private and the "
-                            "token cannot see it)",
-                            f"check the repository id; for a private one {TOKEN_HINT}")
-        elif isinstance(e, RevisionNotFoundError):
-            problem, fix = (f"revision {revision.lstrip('@') or '?'} of {repo} does not exist",
-                            "use an existing branch, tag or commit after @")
-        elif isinstance(e, EntryNotFoundError):
-            problem, fix = (f"{ref.path if ref else 'the file'} is not in {repo}{revision}",
-                            "check the path inside the repository")
-        elif _is_network_error(e):
-            problem, fix = (f"cannot reach {constants.ENDPOINT} ({_reason(e)})",
-                            "check the network connection (and HF_ENDPOINT if set)")
-        elif type(e).__module__.startswith("huggingface_hub"):
-            problem, fix = _reason(e), None
-        else:
-            raise
-        raise HubError(f"{what}: {problem}" if what else problem, file=file, field=field,
-                       hint=hint or fix) from e
 
 
 def get_token() -> str:
@@ -373,7 +239,6 @@ def plan_files(run_dir: Path, form: str) -> dict[str, Path]:
 
 def recipe_for_repo(recipe: dict, repo_id: str, form: str, revision: Optional[str]) -> str:
     """The run's resolved recipe with the repository it now lives in filled in."""
-    from .recipe.yaml_io import dump_yaml
 
     hub = dict(recipe.get("hub") or {})
     hub.update(repo_id=repo_id, push=form)
@@ -420,8 +285,6 @@ def push_run(run_dir: Union[str, Path], hub: Optional["HubSpec"] = None, *,
     push that this one does not have are removed in the same commit. On failure the run directory
     is left as it was and the HubError's hint is the exact command that retries.
     """
-    from .card import RunRecord, build_card
-    from .run_dir import is_complete
 
     if not _is_main_process():
         return None
@@ -455,7 +318,7 @@ def push_run(run_dir: Union[str, Path], hub: Optional["HubSpec"] = None, *,
         result = _upload(files, generated, repo_id=repo_id, revision=revision, token=token,
                          private=settings["private"] is not False, message=message)
     except Exception as e:
-        reason = e.message if isinstance(e, HubError) else _reason(e)
+        reason = e.message if isinstance(e, HubError) else reason_of(e)
         raise HubError(f"pushing {run_dir} to {repo_id} failed: {reason}",
                        hint="the run directory is complete and unchanged; after fixing the cause, "
                             f"retry with:\n    {push_command(run_dir, repo_id, form, revision)}"

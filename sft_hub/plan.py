@@ -13,14 +13,14 @@ from typing import Any, Optional, Union
 
 from .errors import SftHubError
 from .recipe.schema import RecipeBase
+from .strategies import get_strategy
+from .tasks import get_task_class
+from .training import count_parameters
 
 
 def plan(recipe: Union[RecipeBase, Any], recipe_dir: Optional[Union[str, Path]] = None
          ) -> dict[str, Any]:
     """Parameter counts for ``recipe`` (a Recipe, or a LoadedRecipe from ``load_recipe``)."""
-    from .strategies import get_strategy
-    from .tasks import get_task_class
-    from .training import count_parameters
 
     source = getattr(recipe, "path", None)
     if not isinstance(recipe, RecipeBase):  # a LoadedRecipe

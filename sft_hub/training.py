@@ -18,7 +18,10 @@ from .distributed import (GATHERED, check_processes_connected, check_strategy_fi
                           command_line, device_arguments, explain_distributed_error,
                           launcher_precision_as, process_state, save_sharded_model, topology,
                           use_cpu, weights_are_sharded)
+from ._version import __version__
+from .data.sources import fingerprint
 from .errors import RecipeError, attributed_to
+from .hub import preflight, push_run
 from .catalog import load_recipe
 from .recipe.load import LoadedRecipe
 from .run_dir import (CHECKPOINTS, abandon_run_dir, check_run_dir, find_checkpoint, finish_run_dir,
@@ -52,26 +55,16 @@ def training_arguments(loaded: LoadedRecipe, task, run_dir: Path):
     """
     from transformers import TrainingArguments
 
-    user = dict(loaded.recipe.training_arguments)
-    if "eval_strategy" in user and "save_strategy" not in user:  # load_best_model_at_end needs both
-        user["save_strategy"] = user["eval_strategy"]
-        if "eval_steps" in user and "save_steps" not in user:
-            user["save_steps"] = user["eval_steps"]
-    defaults: dict[str, Any] = {
-        "num_train_epochs": 3, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
-        "eval_strategy": "epoch", "save_strategy": "epoch", "logging_steps": 10,
-        "load_best_model_at_end": True, "metric_for_best_model": task.default_metric,
-        "greater_is_better": task.greater_is_better, "save_total_limit": 2, "report_to": "none",
-        "save_only_model": False, **trainer_defaults(),
-    }
-    if str(user.get("eval_strategy", "epoch")).lower() == "no":  # nothing to pick a best model by
-        defaults["load_best_model_at_end"] = False
+    settings = loaded.recipe.settings
+    defaults: dict[str, Any] = {**settings.defaults, "metric_for_best_model": task.default_metric,
+                                "greater_is_better": task.greater_is_better, **trainer_defaults()}
     device, precision = device_arguments(loaded.recipe.training, loaded.path)
     defaults.update(device)
     defaults.update(task.trainer_kwargs())
     try:
         with launcher_precision_as(precision):
-            return TrainingArguments(output_dir=str(run_dir / CHECKPOINTS), **{**defaults, **user})
+            return TrainingArguments(output_dir=str(run_dir / CHECKPOINTS),
+                                     **{**defaults, **settings.recipe})
     except (ValueError, TypeError) as e:
         raise RecipeError(f"TrainingArguments rejected the settings: {e}", file=loaded.path,
                           field="training", hint="see transformers.TrainingArguments") from None
@@ -148,13 +141,11 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     place = check_run_dir(run_dir, overwrite=overwrite or r.output.overwrite, resume=bool(resume))
     checkpoint = find_checkpoint(run_dir, resume) if resume else None
     if r.hub.push:
-        from .hub import preflight
-
         preflight(r.hub, strategy=r.strategy)
     args = training_arguments(loaded, task, place.work)  # before data and model: settings first
 
     started = time.time()
-    seed = int(r.training.get("seed", 42))
+    seed = r.settings.seed
     set_seed(seed)
     with state.main_process_first():
         raw = task.load_data()
@@ -179,8 +170,6 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
             abandon_run_dir(place)  # the previous run (if any) is untouched
         raise
     if r.hub.push and state.is_main_process:
-        from .hub import push_run
-
         push_run(run_dir, r.hub)
     return result
 
@@ -256,8 +245,6 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, se
 
     import torch
 
-    from . import __version__
-    from .data.sources import fingerprint
 
     versions = {"sft_hub": __version__, "python": platform.python_version()}
     for lib in ("torch", "transformers", "datasets", "accelerate", "peft", "timm", "huggingface_hub"):

@@ -8,80 +8,17 @@ sft-hub's own or spans several keys:
 * early stopping: ``early_stopping_patience`` (evaluations in a row without improvement of
   ``metric_for_best_model``, by default the task's metric) and ``early_stopping_threshold``;
   its counter is saved in checkpoints and restored on ``--resume``;
-* :func:`check_controls`: checks of keys that only make sense together (run by ``sft-hub
-  validate``, so torch-free), e.g. early stopping without evaluation, ``warmup_ratio`` (gone in
-  transformers 5: ``warmup_steps`` below 1 is a fraction of the training steps);
+* the torch-free checks ``sft-hub validate`` runs (keys that only make sense together, value
+  ranges, enum values) live with the other ``training:`` checks in :mod:`.recipe.training_keys`;
 * :func:`check_model_supports`: the model can do what the recipe asks (activation checkpointing).
 """
 from __future__ import annotations
 
-import ast
-import difflib
-import functools
-import importlib.util
-from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from .errors import RecipeError
 
-# Keys that older transformers accepted and the installed one does not: what to write instead.
-REPLACED_KEYS = {
-    "warmup_ratio": "was removed in transformers 5: write warmup_steps: 0.1 instead (a value "
-                    "below 1 is a fraction of the training steps, 1 or more a number of steps)",
-    "evaluation_strategy": "was renamed: write eval_strategy",
-}
 CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")
-
-
-@functools.lru_cache(maxsize=None)
-def enum_values(class_name: str) -> tuple[str, ...]:
-    """String values of an enum in the installed transformers' ``trainer_utils`` (``SchedulerType``,
-    ``IntervalStrategy``, ``SaveStrategy``...), read from its source: importing transformers' trainer
-    utilities pulls in torch."""
-    spec = importlib.util.find_spec("transformers")
-    if spec is None or not spec.submodule_search_locations:
-        return ()
-    source = Path(next(iter(spec.submodule_search_locations))) / "trainer_utils.py"
-    try:
-        tree = ast.parse(source.read_text(encoding="utf-8"))
-    except OSError:
-        return ()
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            return tuple(stmt.value.value for stmt in node.body
-                         if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)
-                         and isinstance(stmt.value.value, str))
-    return ()
-
-
-# training key -> the trainer_utils enum its value must come from
-ENUM_KEYS = {"lr_scheduler_type": "SchedulerType", "eval_strategy": "IntervalStrategy",
-             "logging_strategy": "IntervalStrategy", "save_strategy": "SaveStrategy"}
-
-
-def check_controls(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """Yield (key, message) for training controls that are set but cannot work as written."""
-    patience = training.get("early_stopping_patience")
-    if training.get("early_stopping_threshold") is not None and patience is None:
-        yield "early_stopping_threshold", "has no effect without early_stopping_patience"
-    if patience is not None and str(training.get("eval_strategy", "epoch")).lower() == "no":
-        yield "early_stopping_patience", ("needs evaluation, but eval_strategy is 'no'; set "
-                                          "eval_strategy: epoch (or steps with eval_steps)")
-    if training.get("bf16") is True and training.get("fp16") is True:
-        yield "bf16", "bf16 and fp16 are both true; choose one mixed precision"
-    warmup = training.get("warmup_steps")
-    if isinstance(warmup, float) and warmup >= 1 and not warmup.is_integer():
-        yield "warmup_steps", (f"{warmup} is neither a fraction (below 1) nor a whole number of "
-                               "steps")
-    accumulation = training.get("gradient_accumulation_steps")
-    if isinstance(accumulation, int) and not isinstance(accumulation, bool) and accumulation < 1:
-        yield "gradient_accumulation_steps", f"must be 1 or more, got {accumulation}"
-    for key, enum in ENUM_KEYS.items():
-        value, known = training.get(key), enum_values(enum)
-        if isinstance(value, str) and known and value not in known:
-            close = difflib.get_close_matches(value, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            yield key, f"unknown value {value!r}; {hint}one of: {', '.join(known)}"
 
 
 def trainer_defaults() -> dict[str, Any]:

@@ -5,7 +5,9 @@ import os
 from typing import Iterable, Union
 
 from .errors import attributed_to
-from .recipe.load import LoadedRecipe, load_recipe
+from .hub import check_push_form
+from .catalog import load_recipe
+from .recipe.load import LoadedRecipe
 from .strategies import get_strategy
 from .tasks import get_task_class
 
@@ -16,8 +18,6 @@ def validate(recipe: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> 
     task = get_task_class(loaded.recipe.task)(loaded.recipe, loaded.base_dir)
     get_strategy(loaded.recipe.strategy, task)
     if loaded.recipe.hub.push:
-        from .hub import check_push_form
-
         with attributed_to(loaded.path):
             check_push_form(loaded.recipe.hub.push, loaded.recipe.strategy)
     with attributed_to(loaded.path):

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import torch
 
-from sft_hub.recipe.schema import recipe_model
+from sft_hub.catalog import recipe_model
 from sft_hub.strategies import get_strategy
 
 HIDDEN, INTERMEDIATE, LABELS, VOCAB = 32, 37, 3, 100

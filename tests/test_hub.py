@@ -354,7 +354,7 @@ def test_training_with_push_checks_first_then_pushes(hub, tiny_bert_dir, spam_da
 def test_recipes_load_from_the_hub_with_extends_and_revision(hub, tiny_bert_dir, spam_data, tmp_path):
     from huggingface_hub import HfApi
 
-    from sft_hub.recipe.load import load_recipe
+    from sft_hub.catalog import load_recipe
 
     api = HfApi()
     repo = f"{hub.org}/recipes"
@@ -388,7 +388,7 @@ def test_a_hub_recipe_is_data_only(hub, tmp_path):
     from huggingface_hub import HfApi
 
     from sft_hub.errors import SftHubError
-    from sft_hub.recipe.load import load_recipe
+    from sft_hub.catalog import load_recipe
 
     marker = tmp_path / "pwned"
     HfApi().create_repo("sft-tester/evil")
@@ -490,7 +490,7 @@ def test_only_the_main_process_pushes(hub, runs, monkeypatch):
 def test_preflight_checks_the_strategy_saves_the_pushed_form(hub_server, strategy, push, match):
     from sft_hub.errors import RecipeError
     from sft_hub.hub import preflight
-    from sft_hub.recipe.schema import recipe_model
+    from sft_hub.catalog import recipe_model
 
     recipe = recipe_model("text-classification").model_validate({
         "task": "text-classification", "model": {"name": BASE_ID}, "data": {"files": {"train": "x.csv"}},

@@ -236,7 +236,7 @@ def test_transformers_processor_gives_timm_data_config_and_presets():
 
 
 def test_top5_accuracy_is_reported_for_more_than_five_classes(tmp_path):
-    from sft_hub.recipe.load import load_recipe
+    from sft_hub.catalog import load_recipe
     from sft_hub.tasks.image_classification import ImageClassification
 
     class Pred:

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from sft_hub.errors import RecipeError
-from sft_hub.recipe.load import load_recipe
+from sft_hub.catalog import load_recipe
 
 
 def base_recipe(**over):
@@ -45,7 +45,10 @@ def test_every_training_arguments_field_is_accepted(write_recipe):
     loaded = load_recipe(write_recipe(base_recipe(training={
         "gradient_accumulation_steps": 2, "lr_scheduler_type": "cosine", "max_grad_norm": 0.5,
         "eval_strategy": "steps", "eval_steps": 5, "warmup_steps": 0.1})))
-    assert loaded.recipe.training_arguments["lr_scheduler_type"] == "cosine"
+    settings = loaded.recipe.settings
+    assert settings.recipe["lr_scheduler_type"] == "cosine"
+    assert settings.arguments["save_strategy"] == "steps" and settings.arguments["save_steps"] == 5
+    assert settings.seed == 42 and settings.num_train_epochs == 3  # sft-hub's defaults, once
 
 
 def test_wrong_types_and_missing_fields_read_clearly(write_recipe):

@@ -18,7 +18,8 @@ import yaml
 from pydantic import BaseModel
 
 from sft_hub import cli
-from sft_hub.recipe.schema import HUB_POLICIES, field_hub_policy, recipe_model
+from sft_hub.catalog import recipe_model
+from sft_hub.recipe.schema import HUB_POLICIES, field_hub_policy
 from sft_hub.recipe.training_keys import (TRAINING_HUB_ANY, TRAINING_HUB_REFUSED,
                                           training_argument_fields, training_hub_policy)
 from sft_hub.run_dir import MARKER, NEW_SUFFIX, OLD_SUFFIX, RunPlace, recover_interrupted_replace

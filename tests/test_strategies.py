@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sft_hub.errors import RecipeError
-from sft_hub.recipe.load import load_recipe
+from sft_hub.catalog import load_recipe
 from sft_hub.strategies.layers import discover_layout
 from .strategies_helpers import (BERT_TOTAL, HEAD, LAYER, POOLER, make_strategy, tiny_bert,
                                  tiny_timm_wrapper)

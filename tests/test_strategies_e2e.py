@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from sft_hub.plan import format_plan, plan
-from sft_hub.recipe.load import load_recipe
+from sft_hub.catalog import load_recipe
 from .strategies_helpers import BERT_TOTAL, HEAD, LAYER, POOLER, tiny_bert, write_tokenizer
 
 WORDS = {0: ["bad", "awful", "not"], 1: ["good", "great", "fine"]}

@@ -9,7 +9,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from sft_hub.data.labels import derive_labels, encode_labels
 from sft_hub.data.sources import finalize_splits
 from sft_hub.errors import DataError
-from sft_hub.recipe.load import load_recipe
+from sft_hub.catalog import load_recipe
 from sft_hub.training import train
 
 from .conftest import make_text_rows

@@ -11,11 +11,11 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Callable, Iterable, Union
 
 from ..errors import RecipeError
-from .schema import (HUB_ANY, HUB_PER_KEY, RecipeBase, field_hub_policy, hub_policy_problem,
-                     recipe_model)
+from ..hub_refs import fetch_recipe, is_hub_ref
+from .schema import HUB_ANY, HUB_PER_KEY, RecipeBase, field_hub_policy, hub_policy_problem
 from .training_keys import check_training, training_hub_policy
 from .yaml_io import dump_yaml, parse_scalar, parse_yaml
 
@@ -54,15 +54,9 @@ class LoadedRecipe:
         return dump_yaml(self.to_dict(relative_to))
 
 
-def is_hub_ref(ref: str) -> bool:
-    return str(ref).startswith("hf://")
-
-
 def _read(ref: str) -> tuple[str, str, Path]:
     """(text, display name, base directory) for a local file or an hf:// reference."""
     if is_hub_ref(ref):
-        from ..hub import fetch_recipe
-
         local = Path(fetch_recipe(ref))
         return local.read_text(encoding="utf-8"), ref, Path.cwd()
     path = Path(ref)
@@ -205,13 +199,22 @@ def apply_overrides(data: dict, origins: Origins, overrides: Iterable[str],
     return data, origins
 
 
-def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> LoadedRecipe:
-    """Read, compose and validate a recipe. Raises :class:`RecipeError` with every problem found."""
+RecipeModels = Callable[[str], type[RecipeBase]]
+
+
+def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = (), *,
+                recipe_model: RecipeModels) -> LoadedRecipe:
+    """Read, compose and validate a recipe. Raises :class:`RecipeError` with every problem found.
+
+    ``recipe_model(task)`` gives the full schema of a task's recipes; it comes from the composition
+    root (:mod:`sft_hub.catalog`, whose ``load_recipe`` is the one to call), since this layer does
+    not know which tasks and strategies exist.
+    """
     ref = str(ref)
     as_written: dict[tuple, Any] = {}
     data, origins, base_dir = _load_tree(ref, None, (), as_written)
     data, origins = apply_overrides(data, origins, overrides, base_dir)
-    recipe = validate_data(data, origins, source=ref)
+    recipe = validate_data(data, origins, source=ref, recipe_model=recipe_model)
     _check_hub_policy(recipe, origins, as_written)
     return LoadedRecipe(recipe=recipe, path=ref, base_dir=base_dir, resolved=data, origins=origins)
 
@@ -282,7 +285,8 @@ def _origin(origins: Origins, loc: tuple, default: str) -> str:
     return default
 
 
-def validate_data(data: dict, origins: Origins, *, source: str) -> RecipeBase:
+def validate_data(data: dict, origins: Origins, *, source: str,
+                  recipe_model: RecipeModels) -> RecipeBase:
     from pydantic import ValidationError
 
     task = data.get("task")

@@ -18,8 +18,8 @@ walks every field of every recipe model so that a new field cannot go unclassifi
 """
 from __future__ import annotations
 
-import math
 import posixpath
+from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -173,6 +173,72 @@ class TrainingExtras(Strict):
         json_schema_extra=hub(HUB_REFUSED))  # evaluate modules are Python scripts: they run code
 
 
+# sft-hub's defaults for TrainingArguments fields: the one place each is written. Evaluate and save
+# every epoch and keep the best checkpoint (by the task's metric, which the task supplies).
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 3, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
+    "eval_strategy": "epoch", "save_strategy": "epoch", "logging_steps": 10,
+    "load_best_model_at_end": True, "save_total_limit": 2, "report_to": "none",
+    "save_only_model": False, "seed": 42, "max_steps": -1,
+}
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The recipe's ``training:`` section with every default applied: what every module reads.
+
+    ``arguments`` are the TrainingArguments keys: sft-hub's ``defaults``, then the recipe's own
+    (``recipe``, with ``save_strategy`` following ``eval_strategy``); ``extras`` are sft-hub's own
+    keys. Task-dependent defaults (the metric that picks the best model) and device settings come
+    between the two, where they are known (:func:`sft_hub.training.training_arguments`).
+    """
+
+    defaults: dict[str, Any]
+    recipe: dict[str, Any]
+    extras: TrainingExtras
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return {**self.defaults, **self.recipe}
+
+    @classmethod
+    def from_section(cls, training: dict[str, Any]) -> "TrainingSettings":
+        names = TrainingExtras.model_fields
+        user = {k: v for k, v in training.items() if k not in names}
+        if "eval_strategy" in user and "save_strategy" not in user:  # best model needs both
+            user["save_strategy"] = user["eval_strategy"]
+            if "eval_steps" in user and "save_steps" not in user:
+                user["save_steps"] = user["eval_steps"]
+        defaults = dict(TRAINING_DEFAULTS)
+        if str(user.get("eval_strategy", defaults["eval_strategy"])).lower() == "no":
+            defaults["load_best_model_at_end"] = False  # nothing to pick a best model by
+        return cls(defaults=defaults, recipe=user,
+                   extras=TrainingExtras(**{k: v for k, v in training.items() if k in names}))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.arguments.get(key, default)
+
+    @property
+    def seed(self) -> int:
+        return int(self.arguments["seed"])
+
+    @property
+    def num_train_epochs(self) -> float:
+        return float(self.arguments["num_train_epochs"])
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.arguments["max_steps"])
+
+    @property
+    def evaluates(self) -> bool:
+        return str(self.arguments["eval_strategy"]).lower() != "no"
+
+    @property
+    def keeps_best_model(self) -> bool:
+        return bool(self.arguments["load_best_model_at_end"]) and self.evaluates
+
+
 class OutputSpec(Strict):
     dir: Optional[str] = Field(None, description="run directory (default: runs/<recipe name>)",
                                json_schema_extra=hub(HUB_REFUSED))
@@ -203,12 +269,10 @@ class RecipeBase(Strict):
     hub: HubSpec = Field(default_factory=HubSpec)
 
     @property
-    def training_extras(self) -> TrainingExtras:
-        names = TrainingExtras.model_fields
-        return TrainingExtras(**{k: v for k, v in self.training.items() if k in names})
+    def settings(self) -> TrainingSettings:
+        """The ``training:`` section with every default applied (see :class:`TrainingSettings`)."""
+        return TrainingSettings.from_section(self.training)
 
     @property
-    def training_arguments(self) -> dict[str, Any]:
-        """The ``training:`` keys that go to ``transformers.TrainingArguments``."""
-        names = TrainingExtras.model_fields
-        return {k: v for k, v in self.training.items() if k not in names}
+    def training_extras(self) -> TrainingExtras:
+        return self.settings.extras

@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..training_controls import REPLACED_KEYS, check_controls
 from .schema import HUB_ANY, HUB_REFUSED, TrainingExtras, field_hub_policy
 
 # Set by sft-hub itself: the run directory decides where checkpoints go.
@@ -151,3 +150,62 @@ def _check_length(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
             and epochs <= 0 and not has_steps):
         yield "num_train_epochs", (f"must be above 0 (got {epochs!r}), or set max_steps to the "
                                    "number of optimizer steps")
+
+
+# Keys that older transformers accepted and the installed one does not: what to write instead.
+REPLACED_KEYS = {
+    "warmup_ratio": "was removed in transformers 5: write warmup_steps: 0.1 instead (a value "
+                    "below 1 is a fraction of the training steps, 1 or more a number of steps)",
+    "evaluation_strategy": "was renamed: write eval_strategy",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def enum_values(class_name: str) -> tuple[str, ...]:
+    """String values of an enum in the installed transformers' ``trainer_utils`` (``SchedulerType``,
+    ``IntervalStrategy``, ``SaveStrategy``...), read from its source: importing transformers' trainer
+    utilities pulls in torch."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    source = Path(next(iter(spec.submodule_search_locations))) / "trainer_utils.py"
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except OSError:
+        return ()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return tuple(stmt.value.value for stmt in node.body
+                         if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)
+                         and isinstance(stmt.value.value, str))
+    return ()
+
+
+# training key -> the trainer_utils enum its value must come from
+ENUM_KEYS = {"lr_scheduler_type": "SchedulerType", "eval_strategy": "IntervalStrategy",
+             "logging_strategy": "IntervalStrategy", "save_strategy": "SaveStrategy"}
+
+
+def check_controls(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Yield (key, message) for training controls that are set but cannot work as written."""
+    patience = training.get("early_stopping_patience")
+    if training.get("early_stopping_threshold") is not None and patience is None:
+        yield "early_stopping_threshold", "has no effect without early_stopping_patience"
+    if patience is not None and str(training.get("eval_strategy", "epoch")).lower() == "no":
+        yield "early_stopping_patience", ("needs evaluation, but eval_strategy is 'no'; set "
+                                          "eval_strategy: epoch (or steps with eval_steps)")
+    if training.get("bf16") is True and training.get("fp16") is True:
+        yield "bf16", "bf16 and fp16 are both true; choose one mixed precision"
+    warmup = training.get("warmup_steps")
+    if isinstance(warmup, float) and warmup >= 1 and not warmup.is_integer():
+        yield "warmup_steps", (f"{warmup} is neither a fraction (below 1) nor a whole number of "
+                               "steps")
+    accumulation = training.get("gradient_accumulation_steps")
+    if isinstance(accumulation, int) and not isinstance(accumulation, bool) and accumulation < 1:
+        yield "gradient_accumulation_steps", f"must be 1 or more, got {accumulation}"
+    for key, enum in ENUM_KEYS.items():
+        value, known = training.get(key), enum_values(enum)
+        if isinstance(value, str) and known and value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            yield key, f"unknown value {value!r}; {hint}one of: {', '.join(known)}"

@@ -13,12 +13,6 @@ from .base import Strategy, StrategyContract, StrategySpec, check_strategy_class
 STRATEGIES: Registry[Strategy] = Registry(__name__, "strategy", check=check_strategy_class)
 
 
-def __getattr__(name):
-    if name == "STRATEGY_SPECS":  # name -> spec class, for the recipe schema
-        return {n: cls.spec_class for n, cls in STRATEGIES.all().items()}
-    raise AttributeError(name)
-
-
 def get_strategy(spec: StrategySpec, task) -> Strategy:
     return STRATEGIES.get(spec.name, field="strategy.name")(spec, task)
 

@@ -169,10 +169,10 @@ class Freeze(Strategy):
                               hint=f"use a number from 0 to {total}, or all")
 
     def _check_schedule_fits_training(self) -> None:
-        training = self.task.recipe.training
-        if not self.spec.unfreeze_schedule or int(training.get("max_steps", -1) or -1) > 0:
+        settings = self.task.recipe.settings
+        if not self.spec.unfreeze_schedule or settings.max_steps > 0:
             return
-        epochs = float(training.get("num_train_epochs", 3))  # sft_hub.training's default
+        epochs = settings.num_train_epochs
         late = [s.epoch for s in self.spec.unfreeze_schedule if s.epoch >= epochs]
         if late:
             raise RecipeError(f"unfreeze_schedule epoch {late[0]} never comes: training runs "
