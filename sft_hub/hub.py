@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .card import RunRecord, build_card
 from .errors import HubError, RecipeError, RunDirError
-from .hub_refs import RECIPE_FILE, TOKEN_HINT, hub_errors, reason_of
+from .hub_refs import RECIPE_FILE, TOKEN_HINT, hub_errors, is_hub_ref, reason_of
+from .portable import check_nothing_private, guarded_texts, portable_recipe, publishable_texts
 from .recipe.yaml_io import dump_yaml
 from .run_dir import is_complete
 from .strategies import strategy_contract
@@ -237,14 +238,21 @@ def plan_files(run_dir: Path, form: str) -> dict[str, Path]:
     return {**common, **full, **{f"{ADAPTER_DIR}/{k}": v for k, v in adapter.items()}}
 
 
-def recipe_for_repo(recipe: dict, repo_id: str, form: str, revision: Optional[str]) -> str:
-    """The run's resolved recipe with the repository it now lives in filled in."""
-
-    hub = dict(recipe.get("hub") or {})
-    hub.update(repo_id=repo_id, push=form)
-    if revision and revision != "main":
-        hub["revision"] = revision
-    return dump_yaml({**recipe, "hub": hub})
+def recipe_for_repo(recipe: dict, repo_id: str, form: str, revision: Optional[str], *,
+                    private: bool = True, run_dir: Optional[Path] = None,
+                    info: Optional[dict] = None) -> str:
+    """The run's resolved recipe as pushed: written to re-run elsewhere (local data paths relative
+    to the directory the run started in, no output.dir, hub: the repository it now lives in;
+    :func:`sft_hub.portable.portable_recipe`), with a header saying how to re-run it."""
+    notes: list[str] = []
+    data = portable_recipe(recipe, Path(run_dir or "."), info or {}, repo_id=repo_id,
+                           private=private, revision=revision, notes=notes)
+    header = [f"# Recipe of {repo_id} (pushed by sft-hub as {form}). Re-run it from a clone of the",
+              "# project, where local paths below are relative to the directory you run in:",
+              f"#   sft-hub train --from hf://{repo_id}",
+              "# (data elsewhere: add data.files.train=<path> ... on the command line)"]
+    header += [f"# note: {n}" for n in notes]
+    return "\n".join(header) + "\n" + dump_yaml(data)
 
 
 def push_command(run_dir: Union[str, Path], repo_id: str, form: str,
@@ -295,7 +303,10 @@ def push_run(run_dir: Union[str, Path], hub: Optional["HubSpec"] = None, *,
     run = RunRecord.load(run_dir)
     given = {"repo_id": repo_id, "push": form, "revision": revision, "private": private,
              "commit_message": commit_message}
-    layers = (given, hub.model_dump() if hub is not None else {}, run.section("hub"))
+    run_hub = dict(run.section("hub"))
+    if is_hub_ref(str(run.info.get("recipe", ""))):
+        run_hub.pop("private", None)  # a Hub recipe's privacy describes its repo, not this push
+    layers = (given, hub.model_dump() if hub is not None else {}, run_hub)
     settings = {k: next((layer[k] for layer in layers if layer.get(k) is not None), None)
                 for k in given}
     repo_id, form = settings["repo_id"], settings["push"] or "model"
@@ -307,16 +318,21 @@ def push_run(run_dir: Union[str, Path], hub: Optional["HubSpec"] = None, *,
         raise HubError(f"unknown push form {form!r}", field="hub.push",
                        hint=f"one of {', '.join(PUSH_FORMS)}")
     files = plan_files(run_dir, form)
-    generated = {RECIPE_FILE: recipe_for_repo(run.recipe, repo_id, form, revision).encode(),
-                 "README.md": build_card(run_dir, repo_id=repo_id, revision=revision,
-                                         files=[*files, RECIPE_FILE]).encode()}
+    is_private = settings["private"] is not False
+    pushed_recipe = recipe_for_repo(run.recipe, repo_id, form, revision, private=is_private,
+                                    run_dir=run_dir, info=run.info)
+    files, generated = publishable_texts(files, run_dir, run.base_model)  # no local paths
+    generated.update({RECIPE_FILE: pushed_recipe.encode(),
+                      "README.md": build_card(run_dir, repo_id=repo_id, revision=revision,
+                                              files=[*files, *generated, RECIPE_FILE]).encode()})
     message = settings["commit_message"] or (
         f"sft-hub: {run.task} {form} ({run.strategy.get('name', 'full')} on {run.base_model})")
     try:
         token = get_token()
         _check_no_token(files, generated, token)
+        check_nothing_private(guarded_texts(files, generated), run_dir)
         result = _upload(files, generated, repo_id=repo_id, revision=revision, token=token,
-                         private=settings["private"] is not False, message=message)
+                         private=is_private, message=message)
     except Exception as e:
         reason = e.message if isinstance(e, HubError) else reason_of(e)
         raise HubError(f"pushing {run_dir} to {repo_id} failed: {reason}",

@@ -52,6 +52,12 @@ def parse_hf_ref(ref: str) -> HubRef:
         raise HubError(f"not an hf:// reference: {text!r}", hint=usage)
     body, _, revision = text[len(HF_PREFIX):].partition("@")
     parts = [p for p in body.split("/") if p]
+    if any(p in (".", "..") for p in parts) or "\\" in body:
+        raise HubError(f"{text!r} has a '..' or '.' segment (or a backslash); an hf:// reference "
+                       "names a file inside one repository", file=text,
+                       hint="write the file's full path inside the repository, e.g. "
+                            "hf://org/repo/recipes/base.yaml (an extends beside a Hub recipe is "
+                            "relative to its folder and may not climb out of it)")
     repo_type = "model"
     if parts and parts[0] in REPO_TYPE_PREFIXES:
         repo_type = REPO_TYPE_PREFIXES[parts.pop(0)]

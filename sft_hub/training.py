@@ -24,6 +24,8 @@ from .errors import RecipeError, attributed_to
 from .hub import preflight, push_run
 from .catalog import load_recipe
 from .recipe.load import LoadedRecipe
+from .portable import hub_private, portable_run_info
+from .recipe_checks import check_recipe
 from .run_dir import (CHECKPOINTS, abandon_run_dir, check_run_dir, find_checkpoint, finish_run_dir,
                       publish_final, recover_interrupted_replace, run_directory, start_run_dir)
 from .strategies import get_strategy
@@ -130,8 +132,10 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     from transformers import set_seed
 
     r = loaded.recipe
+    check_recipe(loaded, get_task_class(r.task))  # what `validate` checks, before anything is read
     task = get_task_class(r.task)(r, loaded.base_dir)
     strategy = get_strategy(r.strategy, task)
+    task.check_data()
     run_dir = run_directory(loaded)
     state = process_state(cpu=use_cpu(r.training))
     check_processes_connected(state)
@@ -140,8 +144,9 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     state.wait_for_everyone()
     place = check_run_dir(run_dir, overwrite=overwrite or r.output.overwrite, resume=bool(resume))
     checkpoint = find_checkpoint(run_dir, resume) if resume else None
-    if r.hub.push:
-        preflight(r.hub, strategy=r.strategy)
+    hub = r.hub.model_copy(update={"private": hub_private(loaded)})  # a Hub recipe's is not yours
+    if hub.push:
+        preflight(hub, strategy=r.strategy)
     args = training_arguments(loaded, task, place.work)  # before data and model: settings first
 
     started = time.time()
@@ -169,8 +174,8 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
         if state.is_main_process:
             abandon_run_dir(place)  # the previous run (if any) is untouched
         raise
-    if r.hub.push and state.is_main_process:
-        push_run(run_dir, r.hub)
+    if hub.push and state.is_main_process:
+        push_run(run_dir, hub)
     return result
 
 
@@ -197,6 +202,7 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
                                         "test")
     run_info = _run_info(loaded, task, trainer, params, started, seed=seed, resumed_from=checkpoint,
                          work_dir=place.work)
+    run_info = portable_run_info(run_info, place.final)  # no absolute local paths
     gathered = None
     if weights_are_sharded(trainer):  # FSDP / DeepSpeed: every process takes part in the gather
         gathered = place.work / GATHERED

@@ -8,6 +8,7 @@ from .errors import attributed_to
 from .hub import check_push_form
 from .catalog import load_recipe
 from .recipe.load import LoadedRecipe
+from .recipe_checks import check_recipe
 from .strategies import get_strategy
 from .tasks import get_task_class
 
@@ -15,6 +16,7 @@ from .tasks import get_task_class
 def validate(recipe: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> LoadedRecipe:
     """Load and check a recipe: schema, strategy, local files and their columns, labels column."""
     loaded = load_recipe(recipe, overrides)
+    check_recipe(loaded, get_task_class(loaded.recipe.task))
     task = get_task_class(loaded.recipe.task)(loaded.recipe, loaded.base_dir)
     get_strategy(loaded.recipe.strategy, task)
     if loaded.recipe.hub.push:

@@ -5,6 +5,8 @@ column as ClassLabel. Labels may be integers, strings or a ``datasets.ClassLabel
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import DataError
@@ -20,6 +22,100 @@ def _names_of(dsd: "DatasetDict", split: str, column: str) -> list[str]:
     if isinstance(feature, ClassLabel):
         return [feature.int2str(i) for i in dsd[split][column] if i is not None and i >= 0]
     return [str(v) for v in dsd[split][column] if v is not None]
+
+
+# -- names of integer labels ------------------------------------------------------------------
+
+def label_names(spec, base_dir: Path) -> Optional[list[str]]:
+    """The label names in id order the recipe gives: ``data.labels``, or ``data.label_names`` (an
+    id -> name mapping, or a JSON file holding a list, a mapping or a config's ``id2label``)."""
+    if getattr(spec, "labels", None):
+        return list(spec.labels)
+    given = getattr(spec, "label_names", None)
+    if given is None:
+        return None
+    if isinstance(given, str):
+        path = Path(given) if Path(given).is_absolute() else base_dir / given
+        try:
+            given = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"label names file not found: {path}", field="data.label_names",
+                            hint="paths are relative to the recipe file that sets them") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"cannot read {path} as JSON: {e}", field="data.label_names") from None
+        if isinstance(given, dict) and isinstance(given.get("id2label"), dict):
+            given = given["id2label"]
+        if isinstance(given, list):
+            given = dict(enumerate(given))
+        if not isinstance(given, dict):
+            raise DataError(f"{path} holds neither a list of names nor an id -> name mapping",
+                            field="data.label_names")
+    mapping: dict[int, str] = {}
+    for key, name in given.items():
+        try:
+            mapping[int(key)] = name
+        except (TypeError, ValueError):
+            raise DataError(f"label id {key!r} is not an integer", field="data.label_names",
+                            hint="write ids 0, 1, 2 ... as keys") from None
+        if not isinstance(name, str) or not name:
+            raise DataError(f"label {key} has no name (got {name!r})", field="data.label_names")
+    if sorted(mapping) != list(range(len(mapping))) or not mapping:
+        raise DataError(f"label ids must be 0 to {len(mapping) - 1} without gaps (got "
+                        f"{', '.join(map(str, sorted(mapping)))})", field="data.label_names",
+                        hint="give every id from 0 a name")
+    names = [mapping[i] for i in range(len(mapping))]
+    if len(set(names)) != len(names):
+        raise DataError("data.label_names gives two ids the same name", field="data.label_names")
+    return names
+
+
+def whole_number(value, *, column: str, split: str):
+    """An integer label as an int (``1.0`` -> 1); a fractional float is an error naming the column
+    (one label per example is classification, not regression)."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise DataError(f"column {column!r} of the {split} split holds the number {value!r}; "
+                            "labels are classes (names or integer ids), not measurements",
+                            field="data.label_column",
+                            hint="use integer ids or names; a regression target is not what this "
+                                 "task trains")
+        return int(value)
+    return value
+
+
+def check_label_ids(values, names: Optional[list[str]], *, column: str, split: str) -> None:
+    """Integer labels are ids into ``names`` (0 is the first name); an id outside is an error."""
+    if names is None:
+        return
+    bad = sorted({v for v in values if isinstance(v, int) and not 0 <= v < len(names)})
+    if bad:
+        raise DataError(f"the {split} split has label id(s) {', '.join(map(str, bad[:5]))} in column "
+                        f"{column!r}, but data.labels names ids 0 to {len(names) - 1} "
+                        f"({', '.join(names)})", field="data.labels",
+                        hint="data.labels lists one name per integer label, in id order")
+
+
+def name_integer_labels(dsd: "DatasetDict", column: str,
+                        names: Optional[list[str]]) -> "DatasetDict":
+    """Integer (or whole-number float) label columns: with ``names``, ids become
+    ``ClassLabel(names)`` (so the model's labels are the names, never "0", "1"...); without,
+    whole floats become ints. String and ClassLabel columns are returned as they are."""
+    from datasets import ClassLabel, DatasetDict, Value
+
+    out = {}
+    for split, ds in dsd.items():
+        feature = ds.features[column]
+        dtype = getattr(feature, "dtype", "")
+        if not isinstance(feature, Value) or not (dtype.startswith(("int", "uint", "float"))):
+            out[split] = ds
+            continue
+        values = [whole_number(v, column=column, split=split) for v in ds[column] if v is not None]
+        check_label_ids(values, names, column=column, split=split)
+        features = ds.features.copy()
+        features[column] = ClassLabel(names=names) if names is not None else Value("int64")
+        out[split] = ds.map(lambda b: {column: [None if v is None else int(v) for v in b[column]]},
+                            batched=True, features=features, desc=f"label ids ({split})")
+    return DatasetDict(out)
 
 
 def label_list(present: set[str], explicit: Optional[list[str]], *,

@@ -9,17 +9,26 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Union
 
 from ..errors import RecipeError
-from ..hub_refs import fetch_recipe, is_hub_ref
+from ..hub_refs import HubRef, fetch_recipe, is_hub_ref, parse_hf_ref
 from .schema import HUB_ANY, HUB_PER_KEY, RecipeBase, field_hub_policy, hub_policy_problem
 from .training_keys import check_training, training_hub_policy
+from .yaml_io import LIMITS as YAML_LIMITS
 from .yaml_io import dump_yaml, parse_scalar, parse_yaml
 
 COMMAND_LINE = "command line"
+# The most recipe files one recipe may be composed of (its `extends` chains): a real recipe has a
+# handful; a long chain is a mistake or an attack (each file may be a Hub download).
+MAX_EXTENDS_FILES = 32
+# Top-level keys starting with this hold YAML anchors to reuse (`x-defaults: &d {...}`, then
+# `<<: *d` or `*d` elsewhere), as in Docker Compose; they are not settings and are not kept.
+ANCHOR_PREFIX = "x-"
 # Recipe fields that hold local paths (dotted prefixes): resolved against the file that set them.
 PATH_FIELDS = ("data.files", "model.path")
 Origins = dict[tuple, str]
@@ -57,17 +66,25 @@ class LoadedRecipe:
 def _read(ref: str) -> tuple[str, str, Path]:
     """(text, display name, base directory) for a local file or an hf:// reference."""
     if is_hub_ref(ref):
-        local = Path(fetch_recipe(ref))
-        return local.read_text(encoding="utf-8"), ref, Path.cwd()
+        return _read_text(Path(fetch_recipe(ref)), ref), ref, Path.cwd()
     path = Path(ref)
     if not path.is_file():
         raise RecipeError("recipe file not found" if not path.exists() else "recipe path is not a file",
                           file=str(ref), hint="check the path (relative to the current directory)")
+    return _read_text(path, str(ref)), str(ref), path.resolve().parent
+
+
+def _read_text(path: Path, shown: str) -> str:
+    """The text of a recipe file, refusing one too big to be a recipe before reading it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > YAML_LIMITS["bytes"]:
+            raise RecipeError(f"the recipe is {size:,} bytes; recipes are limited to "
+                              f"{YAML_LIMITS['bytes']:,} bytes", file=shown,
+                              hint="a recipe holds settings, not data: put data in data.files")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"cannot read recipe: {e}", file=str(ref)) from None
-    return text, str(ref), path.resolve().parent
+        raise RecipeError(f"cannot read recipe: {e}", file=shown) from None
 
 
 def _deep_merge(base: dict, over: dict, base_origins: Origins, over_origins: Origins,
@@ -125,12 +142,18 @@ def _load_tree(ref: str, top_dir: Path | None, chain: tuple[str, ...],
                as_written: dict[tuple, Any]) -> tuple[dict, Origins, Path]:
     """Read ``ref`` and its ``extends`` chain. ``as_written`` collects the leaves of Hub files
     before their paths are rebased (the Hub-recipe policy judges what the file says)."""
-    text, source, base_dir = _read(ref)
     key = ref if is_hub_ref(ref) else str(Path(ref).resolve())
     if key in chain:
         cycle = " -> ".join([*chain[chain.index(key):], key])
-        raise RecipeError(f"extends forms a cycle: {cycle}", file=source, field="extends",
+        raise RecipeError(f"extends forms a cycle: {cycle}", file=chain[-1], field="extends",
                           hint="remove one of the extends links")
+    files_read = as_written.setdefault(_FILES_READ, [0])
+    files_read[0] += 1
+    if files_read[0] > MAX_EXTENDS_FILES:
+        raise RecipeError(f"the extends chain reads more than {MAX_EXTENDS_FILES} recipe files "
+                          f"(stopped at {ref})", file=chain[0] if chain else ref, field="extends",
+                          hint="a recipe extends a few base recipes; flatten the chain")
+    text, source, base_dir = _read(ref)
     data = parse_yaml(text, source=source)
     if data is None:
         data = {}
@@ -138,6 +161,8 @@ def _load_tree(ref: str, top_dir: Path | None, chain: tuple[str, ...],
         raise RecipeError(f"a recipe must be a YAML mapping of sections, got {type(data).__name__}",
                           file=source, hint="start the file with `task:`, `model:`, `data:` ...")
     top_dir = top_dir or base_dir
+    for key in [k for k in data if isinstance(k, str) and k.startswith(ANCHOR_PREFIX)]:
+        del data[key]  # holds YAML anchors for `<<:` merge keys and `*aliases`; not a setting
     parent = data.pop("extends", None)
     if is_hub_ref(source):
         as_written.update({leaf: _value_at(data, leaf) for leaf in _leaf_origins(data, source)})
@@ -155,14 +180,26 @@ def _load_tree(ref: str, top_dir: Path | None, chain: tuple[str, ...],
         if is_hub_ref(p):
             p_ref = p
         elif is_hub_ref(ref):
-            base, _, rev = ref.partition("@")  # beside it in the same Hub repo, same revision
-            p_ref = base.rsplit("/", 1)[0] + "/" + p + (f"@{rev}" if rev else "")
+            p_ref = _beside_in_repo(ref, p, source)
         else:
             p_ref = str(base_dir / p)
         base_data, base_origins, _ = _load_tree(p_ref, top_dir, chain + (key,), as_written)
         merged, merged_origins = _deep_merge(merged, base_data, merged_origins, base_origins)
     merged, merged_origins = _deep_merge(merged, data, merged_origins, origins)
     return merged, merged_origins, base_dir
+
+
+def _beside_in_repo(ref: str, path: str, source: str) -> str:
+    """``extends: path`` of the Hub recipe ``ref``: a file of the same repository and revision,
+    relative to the recipe's folder; it may not climb out of the repository."""
+    hub_ref = parse_hf_ref(ref)
+    folder = posixpath.dirname(hub_ref.path)
+    inside = posixpath.normpath(posixpath.join(folder, path.replace("\\", "/")))
+    if path.startswith("/") or inside == ".." or inside.startswith("../"):
+        raise RecipeError(f"extends {path!r} climbs out of the repository {hub_ref.repo_id}",
+                          file=source, field="extends",
+                          hint="extend a file inside the same repository, or a full hf:// reference")
+    return HubRef(hub_ref.repo_id, inside, hub_ref.revision, hub_ref.repo_type).url()
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -200,6 +237,7 @@ def apply_overrides(data: dict, origins: Origins, overrides: Iterable[str],
 
 
 RecipeModels = Callable[[str], type[RecipeBase]]
+_FILES_READ = ("<files read>",)  # key in `as_written` counting the files of one load
 
 
 def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = (), *,
@@ -213,6 +251,7 @@ def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = (), *,
     ref = str(ref)
     as_written: dict[tuple, Any] = {}
     data, origins, base_dir = _load_tree(ref, None, (), as_written)
+    as_written.pop(_FILES_READ, None)
     data, origins = apply_overrides(data, origins, overrides, base_dir)
     recipe = validate_data(data, origins, source=ref, recipe_model=recipe_model)
     _check_hub_policy(recipe, origins, as_written)
@@ -289,12 +328,20 @@ def validate_data(data: dict, origins: Origins, *, source: str,
                   recipe_model: RecipeModels) -> RecipeBase:
     from pydantic import ValidationError
 
+    _refuse_secrets(data, origins, source)
     task = data.get("task")
-    if task is None:
-        raise RecipeError("required field is missing", file=source, field="task",
-                          hint="add e.g. `task: text-classification`")
+    sections = [*RecipeBase.model_fields, "strategy"]
+    unknown = [k for k in data if k not in sections]
+    if task is None or unknown:  # name what was written (`tsak:`, `exetnds:`) before what is missing
+        problems = [(_origin(origins, (k,), source), str(k),
+                     _unknown_key_message(str(k), [*sections, "extends"], "")) for k in unknown]
+        if task is None:
+            problems.append((source, "task", "required field is missing (add e.g. "
+                             "`task: text-classification`)"))
+            raise _combine(problems, source)
     if not isinstance(task, str):
-        raise RecipeError("must be a task name", file=_origin(origins, ("task",), source), field="task")
+        raise RecipeError(f"must be a task name (got {_shown(task)})",
+                          file=_origin(origins, ("task",), source), field="task")
     try:
         model_cls = recipe_model(task)
     except RecipeError as e:
@@ -318,6 +365,53 @@ def validate_data(data: dict, origins: Origins, *, source: str,
     if problems:
         raise _combine(problems, source)
     return recipe
+
+
+def _shown(value: Any) -> str:
+    """A written value for a message: its type for a list or mapping, else a short repr."""
+    if isinstance(value, (list, dict)):
+        return f"a {'list' if isinstance(value, list) else 'mapping'} ({len(value)} item(s))"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unknown_key_message(key: str, valid: list[str], prefix: str) -> str:
+    """The message for an unknown key (the error's field already names the key written)."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
+    return f"unknown key; valid keys here: {', '.join(valid)}" if valid else "unknown key"
+
+
+# A Hugging Face token (hf_ + 30 or more letters and digits); recipes are shared and pushed.
+_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+SECRET_KEYS = ("hub_token", "token", "api_key", "password", "secret")
+
+
+def _refuse_secrets(data: Any, origins: Origins, source: str, prefix: tuple = ()) -> None:
+    """A recipe never holds a token: it is saved with the run and pushed with the model. The
+    value is not repeated in the message."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            path = prefix + (k,)
+            if (isinstance(k, str) and k.lower() in SECRET_KEYS and isinstance(v, str) and v) or (
+                    isinstance(v, str) and _TOKEN_PATTERN.search(v)):
+                raise RecipeError(
+                    "holds a secret (a token); recipes are saved with every run and pushed with the "
+                    "model, so secrets are refused (the value is not shown here)",
+                    file=_origin(origins, path, source), field=".".join(map(str, path)),
+                    hint="remove it from the recipe; sft-hub reads the token from HF_TOKEN or "
+                         "`hf auth login`")
+            _refuse_secrets(v, origins, source, path)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            if isinstance(v, str) and _TOKEN_PATTERN.search(v):
+                raise RecipeError("holds a secret (a token); recipes are saved and pushed, so "
+                                  "secrets are refused (the value is not shown here)",
+                                  file=_origin(origins, prefix, source),
+                                  field=".".join(map(str, prefix)),
+                                  hint="remove it; the token comes from HF_TOKEN or `hf auth login`")
+            _refuse_secrets(v, origins, source, prefix)
 
 
 def _combine(problems: list[tuple[str, str, str]], source: str) -> RecipeError:
@@ -387,11 +481,9 @@ def _message(model_cls, err: dict, loc: tuple, shown: str) -> str:
     if kind == "extra_forbidden":
         owner, _ = _model_at(model_cls, _raw_parts(err["loc"])[:-1])
         valid = list(owner.model_fields) if owner is not None else []
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
-        prefix = ".".join(str(p) for p in loc[:-1])
-        if close:
-            return f"unknown key; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
-        return f"unknown key; valid keys here: {', '.join(valid)}" if valid else "unknown key"
+        if not loc[:-1]:
+            valid.append("extends")
+        return _unknown_key_message(str(loc[-1]), valid, ".".join(str(p) for p in loc[:-1]))
     if kind == "missing":
         return "required field is missing"
     if kind in ("union_tag_invalid", "literal_error"):
@@ -402,7 +494,16 @@ def _message(model_cls, err: dict, loc: tuple, shown: str) -> str:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{got!r} is not one of {expected}{hint}"
     if kind == "union_tag_not_found":
-        return "needs a `name:` (one of the registered strategies)"
+        written = err.get("input")
+        keys = [str(k) for k in written] if isinstance(written, dict) else []
+        close = difflib.get_close_matches("name", keys, n=1, cutoff=0.5)
+        tags = err.get("ctx", {}).get("expected_tags", "")
+        if close:
+            return f"needs a `name:`; you wrote {close[0]!r}: did you mean name?"
+        return f"needs a `name:` (one of {tags})" if tags else "needs a `name:`"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return (f"must be a mapping of keys (e.g. `{loc[-1] if loc else 'section'}:` followed by "
+                f"indented `key: value` lines), got {_shown(err.get('input'))}")
     msg = err["msg"]
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")

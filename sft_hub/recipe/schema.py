@@ -134,8 +134,13 @@ class DataSpec(Strict):
     format: Optional[str] = Field(
         None, description="file format when the extension does not tell (csv, tsv, json, parquet...)",
         json_schema_extra=hub(HUB_ANY))
-    labels: Optional[list[str]] = Field(None, description="label names in id order",
-                                        json_schema_extra=hub(HUB_ANY))
+    labels: Optional[list[str]] = Field(
+        None, min_length=1, description="label names in id order: they name integer labels (0 is "
+        "the first name) and fix the order of string labels", json_schema_extra=hub(HUB_ANY))
+    label_names: Optional[Union[dict[int, str], str]] = Field(
+        None, description="names of integer labels as a mapping (`{0: World, 1: Sports}`) or a "
+        "JSON file holding one (`{\"0\": \"World\"}`, a list, or a config's `id2label`), relative "
+        "to the recipe", json_schema_extra=hub(HUB_LOCAL_PATH))
     validation_split: float = Field(0.1, gt=0, lt=1,
                                     description="fraction of train held out when no validation split exists")
     max_train_samples: Optional[int] = Field(None, gt=0)
@@ -148,6 +153,9 @@ class DataSpec(Strict):
                              "(local files per split)")
         if self.files is not None and "train" not in self.files:
             raise ValueError("data.files needs a 'train' entry")
+        if self.labels is not None and self.label_names is not None:
+            raise ValueError("give data.labels (names in id order) or data.label_names (an id -> "
+                             "name mapping), not both")
         return self
 
 
@@ -249,7 +257,10 @@ class OutputSpec(Strict):
 
 class HubSpec(Strict):
     repo_id: Optional[str] = Field(None, json_schema_extra=hub(HUB_ANY))
-    private: bool = Field(True, json_schema_extra=hub(HUB_REFUSED))
+    private: bool = Field(True, description="create the repository private; a recipe from the "
+                          "Hub may say false (it describes its own repository), but never makes "
+                          "your push public: only the command line does (--public, "
+                          "hub.private=false)", json_schema_extra=hub(HUB_ANY))
     revision: Optional[str] = Field(None, description="branch to push to",
                                     json_schema_extra=hub(HUB_ANY))
     push: Optional[Literal["model", "adapter", "merged", "both"]] = Field(

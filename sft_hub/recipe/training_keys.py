@@ -96,6 +96,8 @@ def check_training(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield ".".join(str(p) for p in err["loc"]), f"{err['msg']} (got {err.get('input')!r})"
     valid = sorted(set(fields) | ours)
     for key, value in training.items():
+        if not isinstance(key, str):
+            continue  # the schema reports it (keys are names)
         if key in RESERVED:
             yield key, f"is set by sft-hub; {RESERVED[key]}"
             continue
@@ -161,14 +163,14 @@ REPLACED_KEYS = {
 
 
 @functools.lru_cache(maxsize=None)
-def enum_values(class_name: str) -> tuple[str, ...]:
+def enum_values(class_name: str, module: str = "trainer_utils") -> tuple[str, ...]:
     """String values of an enum in the installed transformers' ``trainer_utils`` (``SchedulerType``,
     ``IntervalStrategy``, ``SaveStrategy``...), read from its source: importing transformers' trainer
     utilities pulls in torch."""
     spec = importlib.util.find_spec("transformers")
     if spec is None or not spec.submodule_search_locations:
         return ()
-    source = Path(next(iter(spec.submodule_search_locations))) / "trainer_utils.py"
+    source = Path(next(iter(spec.submodule_search_locations))) / f"{module}.py"
     try:
         tree = ast.parse(source.read_text(encoding="utf-8"))
     except OSError:
@@ -183,7 +185,8 @@ def enum_values(class_name: str) -> tuple[str, ...]:
 
 # training key -> the trainer_utils enum its value must come from
 ENUM_KEYS = {"lr_scheduler_type": "SchedulerType", "eval_strategy": "IntervalStrategy",
-             "logging_strategy": "IntervalStrategy", "save_strategy": "SaveStrategy"}
+             "logging_strategy": "IntervalStrategy", "save_strategy": "SaveStrategy",
+             "optim": ("OptimizerNames", "training_args")}
 
 
 def check_controls(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -204,7 +207,7 @@ def check_controls(training: dict[str, Any]) -> Iterator[tuple[str, str]]:
     if isinstance(accumulation, int) and not isinstance(accumulation, bool) and accumulation < 1:
         yield "gradient_accumulation_steps", f"must be 1 or more, got {accumulation}"
     for key, enum in ENUM_KEYS.items():
-        value, known = training.get(key), enum_values(enum)
+        value, known = training.get(key), enum_values(*((enum,) if isinstance(enum, str) else enum))
         if isinstance(value, str) and known and value not in known:
             close = difflib.get_close_matches(value, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..data.labels import derive_labels, encode_labels
+from ..data.labels import derive_labels, encode_labels, label_names, name_integer_labels
 from ..data.sources import check_local_columns, finalize_splits, load_raw_splits
+from ..data.value_checks import check_local_values
 from ..errors import DataError
 from ..metrics import Metric, PerClass
 from .base import Task
@@ -32,7 +33,15 @@ class SingleLabelTask(Task):
     per_class = PerClass("{field}_{name}", ("f1",))
 
     def check_data(self) -> None:
-        check_local_columns(self.recipe.data, self.recipe_dir, self.required_columns())
+        spec = self.recipe.data
+        check_local_columns(spec, self.recipe_dir, self.required_columns())
+        check_local_values(spec, self.recipe_dir, label_column=spec.label_column,
+                           names=label_names(spec, self.recipe_dir),
+                           text_columns=self.text_columns())
+
+    def text_columns(self) -> list[str]:
+        """Columns whose cells must not be empty (none here; text tasks name theirs)."""
+        return []
 
     def load_data(self) -> "DatasetDict":
         spec = self.recipe.data
@@ -44,8 +53,9 @@ class SingleLabelTask(Task):
                                     f"(columns: {', '.join(ds.column_names)})",
                                     field=f"data.{self._field_for(column)}",
                                     hint="set the recipe's column names to the data's columns")
-        raw = self.prepare_raw(raw)
-        self.labels = derive_labels(raw, spec.label_column, spec.labels)
+        names = label_names(spec, self.recipe_dir)  # data.labels or data.label_names
+        raw = name_integer_labels(self.prepare_raw(raw), spec.label_column, names)
+        self.labels = derive_labels(raw, spec.label_column, names)
         encoded = encode_labels(raw, spec.label_column, self.labels)
         return finalize_splits(encoded, spec, self.seed, stratify_column=spec.label_column)
 

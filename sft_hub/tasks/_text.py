@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ..recipe.schema import Column, DataSpec, OptionalColumn
+from ..data.value_checks import handle_empty_texts
+from ..recipe.schema import Column, DataSpec, OptionalColumn, Switch
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import DatasetDict
@@ -18,6 +19,9 @@ class TextData(DataSpec):
     text_pair_column: OptionalColumn = Field(None, description="second text for sentence-pair tasks")
     label_column: Column = "label"
     max_length: int = Field(256, gt=0, description="tokens per example; longer texts are truncated")
+    skip_empty: Switch = Field(False, description="leave out rows whose text is empty (counted in "
+                               "the run's notes); by default an empty text is an error naming "
+                               "the rows")
 
 
 class TextInputs:
@@ -42,6 +46,17 @@ class TextInputs:
     def required_columns(self) -> list[str]:
         d = self.recipe.data
         return [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
+
+    def text_columns(self) -> list[str]:
+        """Columns whose cells must not be empty (``data.skip_empty`` leaves such rows out)."""
+        d = self.recipe.data
+        return [c for c in (d.text_column, d.text_pair_column) if c]
+
+    def prepare_raw(self, raw: "DatasetDict") -> "DatasetDict":
+        raw = handle_empty_texts(raw, self.text_columns(), skip=self.recipe.data.skip_empty,
+                                 notes=self.notes)
+        parent = getattr(super(), "prepare_raw", None)
+        return parent(raw) if parent is not None else raw
 
     def build_processor(self):
         from ..models.transformers_backend import load_processor

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from ..data.labels import label_names
+from ..data.value_checks import check_local_tags, read_columns, whole_tag_ids
 from ..errors import DataError
 from ..metrics import Metric, PerClass
 from ..recipe.schema import Column, DataSpec, Switch
@@ -92,9 +94,16 @@ class TokenClassification(Task):
         check_local_columns(spec, self.recipe_dir, self.required_columns())
         for split, value in (spec.files or {}).items():
             paths = resolve_local(value, self.recipe_dir, split=split)
-            if file_format(paths, spec, split=split) == "conll":
+            fmt = file_format(paths, spec, split=split)
+            if fmt == "conll":
                 for path in paths:
                     read_conll(path, tag_column=spec.conll_tag_column)
+                continue
+            for path in paths:  # integer tag ids need names; named tags must be listed
+                columns = read_columns(path, fmt, [spec.tags_column]) if path.is_file() else None
+                if columns is not None:
+                    check_local_tags(split, str(path), columns[spec.tags_column],
+                                     label_names(spec, self.recipe_dir))
 
     # -- data -------------------------------------------------------------------------------
     def load_data(self) -> "DatasetDict":
@@ -108,8 +117,8 @@ class TokenClassification(Task):
         tags = {split: self._tag_names(split, ds) for split, ds in raw.items()}
 
         class_label = getattr(raw["train"].features[spec.tags_column], "feature", None)
-        if spec.labels:
-            self.labels = list(spec.labels)
+        if label_names(spec, self.recipe_dir):
+            self.labels = label_names(spec, self.recipe_dir)
         elif isinstance(class_label, ClassLabel):
             self.labels = list(class_label.names)
         else:
@@ -159,12 +168,13 @@ class TokenClassification(Task):
             return [[str(t) for t in row] for row in tags]
         if not any(row for row in tags):
             return tags
-        if not spec.labels:
+        names = label_names(spec, self.recipe_dir)
+        if not names:
             raise DataError(f"the {split} split's tags are integer ids without names",
                             field="data.labels",
                             hint="list the tag names in id order in data.labels (e.g. [O, B-PER, "
                             "I-PER, ...]), or point data.tags_column at a column of string tags")
-        return name_tag_ids(split, tags, spec.labels, field="data.labels")
+        return name_tag_ids(split, whole_tag_ids(tags), names, field="data.labels")
 
     def _named_dataset(self, split: str, ds: "Dataset", tag_names: list[list[str]]) -> "Dataset":
         """Tokens plus tag ids of the final label list, typed ``List(ClassLabel(labels))``.
