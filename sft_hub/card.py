@@ -283,12 +283,14 @@ def _data_text(run: RunRecord) -> str:
     return source + (f" ({', '.join(limits)})" if limits else "")
 
 
-def _usage(run: RunRecord, repo_id: str, kind: str, revision: Optional[str]) -> str:
+def _usage(run: RunRecord, repo_id: str, kind: str, revision: Optional[str], *,
+           local: bool = False) -> str:
     rev = f', revision="{revision}"' if revision and revision != "main" else ""
     blocks = []
     if run.backend == "timm" and kind != "adapter":
         at = f"@{revision}" if rev else ""
-        blocks.append(f'import timm\n\nmodel = timm.create_model("hf-hub:{repo_id}{at}", '
+        source = f"local-dir:{repo_id}" if local else f"hf-hub:{repo_id}{at}"
+        blocks.append(f'import timm\n\nmodel = timm.create_model("{source}", '
                       "pretrained=True)")
     if kind == "adapter":
         blocks.append(_peft_usage(run, repo_id, rev, ""))
@@ -396,9 +398,66 @@ def _reproduce(run: RunRecord, repo_id: str, revision: Optional[str]) -> str:
     return text
 
 
+def _report_section(run_dir: Path, files: list[str]) -> tuple[str, set[str]]:
+    """The evaluation report of the run (``eval/<split>/``, written by sft_hub.evaluation):
+    the confidence interval and calibration of each split, the confusion matrix and learning
+    curves linked relatively (they render on the Hub after a push); and the pictures it shows."""
+    parts, shown = [], set()
+    for split in ("test", "validation"):
+        folder = f"{EVAL_FOLDER}/{split}"
+        try:
+            report = json.loads((run_dir / folder / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        ci, ece = report.get("confidence_interval") or {}, (report.get("calibration") or {})
+        if ci:
+            parts.append(f"{split} ({report.get('examples', '?')} examples): `{ci['metric']}` "
+                         f"{ci['value']:.4f}, {int(100 * ci.get('level', 0.95))}% bootstrap "
+                         f"confidence interval {ci['low']:.4f}-{ci['high']:.4f} "
+                         f"({ci.get('resamples')} resamples); expected calibration error "
+                         f"{ece.get('ece', float('nan')):.4f}.")
+        for picture, title in (("confusion_matrix.png", f"Confusion matrix ({split})"),
+                               ("reliability_diagram.png", f"Reliability diagram ({split})")):
+            path = f"{folder}/{picture}"
+            if path in files and (split == "test" or not any(p.startswith(f"{EVAL_FOLDER}/test/")
+                                                           for p in shown)):
+                parts.append(f"![{title}]({path})")
+                shown.add(path)
+        parts.append(f"Per-class figures, the confusion matrix as CSV and the most confident "
+                     f"mistakes: [`{folder}/`]({folder}/).")
+    if CURVES_FILE in files:
+        parts.append(f"![Learning curves]({CURVES_FILE})")
+        shown.add(CURVES_FILE)
+    return "\n\n".join(parts), shown
+
+
+EVAL_FOLDER, CURVES_FILE = "eval", "learning_curves.png"
+
+
+def write_run_card(staging: Path, run_info: dict[str, Any], final: Path) -> None:
+    """The model card ``README.md`` of a run directory, written at the end of training (the
+    ``run_info.json`` it reads is put in ``staging`` for the time it takes): the usage snippet
+    loads the run directory, the pictures are linked relatively."""
+    staging = Path(staging)
+    info = staging / "run_info.json"
+    info.write_text(json.dumps(run_info, default=str), encoding="utf-8")
+    try:
+        files = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()]
+        repo_id = (RunRecord.load(staging).section("hub").get("repo_id")
+                   or f"local/{Path(final).name}")
+        text = build_card(staging, repo_id=repo_id, files=files, model_ref=str(final))
+    finally:
+        info.unlink(missing_ok=True)
+    tmp = staging / ".README.md.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(staging / "README.md")
+
+
 def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str],
-               revision: Optional[str] = None) -> str:
-    """README.md text for ``run_dir`` pushed to ``repo_id``; ``files``: the paths pushed with it."""
+               revision: Optional[str] = None, model_ref: Optional[str] = None) -> str:
+    """README.md text for ``run_dir`` pushed to ``repo_id``; ``files``: the paths pushed with it.
+    ``model_ref``: where the usage snippet loads the model from instead of ``repo_id`` (the run
+    directory, for the card a run writes locally)."""
     files = list(files)
     run = RunRecord.load(Path(run_dir))
     kind = layout(files)
@@ -419,16 +478,22 @@ def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str],
         f"{base_link} fine-tuned for **{run.task}** with sft-hub from a declarative recipe "
         "(`recipe.yaml` in this repository).",
         _table(["", ""], rows),
-        "## Usage", _usage(run, repo_id, kind, revision),
+        "## Usage", _usage(run, model_ref or repo_id, kind, None if model_ref else revision,
+                           local=model_ref is not None),
         "## Evaluation", _metrics_section(run),
         "## Training hyperparameters", _hyperparameters(run),
         "## Training environment", _environment(run),
         "## Reproduce", _reproduce(run, repo_id, revision),
     ]
+    report, shown = _report_section(Path(run_dir), files)
+    if report:
+        at = sections.index("## Training hyperparameters")
+        sections[at:at] = ["## Evaluation report", report]
     notes = run.info.get("notes") or []
     if notes:
         sections += ["## Notes", "\n".join(f"- {n}" for n in notes)]
-    plots = [f for f in files if f.lower().endswith(PLOT_SUFFIXES)]
+    plots = [f for f in files if f.lower().endswith(PLOT_SUFFIXES) and f not in shown
+             and not f.startswith(f"{EVAL_FOLDER}/")]
     if plots:
         sections += ["## Plots", "\n\n".join(f"![{Path(p).stem}]({p})" for p in plots)]
     return f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"

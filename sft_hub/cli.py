@@ -9,6 +9,8 @@ import sys
 from typing import Optional, Sequence
 
 from .errors import RecipeError, SftHubError
+from .evaluation import evaluate, headline_table
+from .predict import predict, summary
 from .hub import PUSH_FORMS, push_run
 from .hub_refs import parse_hf_ref, recipe_from_model_repo
 from .plan import format_plan, plan
@@ -64,7 +66,67 @@ def _parser() -> argparse.ArgumentParser:
                             help="create the repository public")
     s.add_argument("--message", help="commit message")
     s.set_defaults(func=_push)
+
+    e = sub.add_parser("eval", help="score a trained model on labelled data (default: the run's "
+                       "test split) and write eval/<data>/: metrics, per-class table, confusion "
+                       "matrix, calibration, confident mistakes")
+    e.add_argument("model", help="run directory, or hf://ORG/MODEL[@REV] pushed by sft-hub")
+    e.add_argument("--data", help="labelled file, folder or hf://datasets/ID[/CONFIG] in the "
+                   "task's format (default: the run's own split)")
+    e.add_argument("--split", default="test", help="the run's split (test or validation), or the "
+                   "Hub dataset's split (default: test)")
+    e.add_argument("--output-dir", help="where the report goes (default: <run>/eval/<data name>)")
+    _io_flags(e)
+    e.set_defaults(func=_eval)
+
+    r = sub.add_parser("predict", help="label new inputs (table, text file, image folder or Hub "
+                       "dataset) and write CSV/JSONL")
+    r.add_argument("model", help="run directory, or hf://ORG/MODEL[@REV] pushed by sft-hub")
+    r.add_argument("--input", required=True, help="CSV/TSV/JSON/JSONL/Parquet, .txt (one example "
+                   "a line), an image folder, a table of image paths, or hf://datasets/ID")
+    r.add_argument("--output", required=True, help="predictions file (.csv, .tsv or .jsonl)")
+    r.add_argument("--top-k", type=int, default=1, help="also write the k best labels")
+    r.add_argument("--split", default="test", help="split of a Hub dataset input")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.add_argument("--skip-bad", action="store_true", help="skip (and count) rows with an empty "
+                   "cell or an unreadable image instead of failing")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _io_flags(r)
+    r.set_defaults(func=_predict)
     return p
+
+
+COLUMN_FLAGS = ("text", "text-pair", "label", "image", "tokens", "tags")
+
+
+def _io_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, help="examples per batch (eval default: the "
+                        "recipe's per_device_eval_batch_size; predict: 32)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda when available)")
+    for name in COLUMN_FLAGS:
+        parser.add_argument(f"--{name}-column", metavar="NAME",
+                            help=f"the data's {name} column (default: the run's recipe)")
+
+
+def _columns(args) -> dict[str, str]:
+    return {f"{n.replace('-', '_')}_column": getattr(args, f"{n.replace('-', '_')}_column")
+            for n in COLUMN_FLAGS if getattr(args, f"{n.replace('-', '_')}_column")}
+
+
+def _eval(args) -> int:
+    report = evaluate(args.model, args.data, split=args.split, out_dir=args.output_dir,
+                      columns=_columns(args), batch_size=args.batch_size, device=args.device)
+    print(headline_table(report), flush=True)
+    return 0
+
+
+def _predict(args) -> int:
+    result = predict(args.model, args.input, args.output, top_k=args.top_k,
+                     batch_size=args.batch_size or 32, device=args.device,
+                     overwrite=args.overwrite, skip_bad=args.skip_bad, split=args.split,
+                     columns=_columns(args), progress=not args.quiet)
+    print(summary(result), flush=True)
+    return 0
 
 
 def _validate(args) -> int:

@@ -20,7 +20,9 @@ from .distributed import (GATHERED, check_processes_connected, check_strategy_fi
                           use_cpu, weights_are_sharded)
 from ._version import __version__
 from .data.sources import fingerprint
+from .card import write_run_card
 from .errors import RecipeError, attributed_to
+from .evaluation import PredictionCapture, write_run_reports
 from .hub import preflight, push_run
 from .catalog import load_recipe
 from .recipe.load import LoadedRecipe
@@ -90,14 +92,19 @@ def _make_trainer(strategy, **kwargs):
     return SftTrainer(**kwargs)
 
 
+def _final_step(trainer) -> int:
+    """The step of the weights the run ends with (the best checkpoint's when it loads it)."""
+    state, args = trainer.state, trainer.args
+    if args.load_best_model_at_end and state.best_model_checkpoint:
+        return int(state.best_model_checkpoint.rstrip("/").rsplit("-", 1)[-1])
+    return state.global_step
+
+
 def _final_validation(trainer) -> dict[str, float]:
     """Validation metrics of the model the run ends with, reusing the Trainer's own evaluation of
     that step when there is one (evaluating the same weights twice costs a full pass)."""
-    state, args = trainer.state, trainer.args
-    step = state.global_step
-    if args.load_best_model_at_end and state.best_model_checkpoint:
-        step = int(state.best_model_checkpoint.rstrip("/").rsplit("-", 1)[-1])
-    for entry in reversed(state.log_history):
+    step = _final_step(trainer)
+    for entry in reversed(trainer.state.log_history):
         if entry.get("step") == step and any(k.startswith("eval_") and k != "eval_loss" for k in entry):
             return {k: v for k, v in entry.items() if k.startswith("eval_")}
     return trainer.evaluate()
@@ -167,7 +174,7 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
         start_run_dir(place, recipe=loaded.path, resume=bool(resume))  # after every input check
     state.wait_for_everyone()
     try:
-        result = _fit_and_publish(loaded, task, strategy, model, args, data, place, state,
+        result = _fit_and_publish(loaded, task, strategy, model, args, data, place, state, raw=raw,
                                   callbacks=callbacks, checkpoint=checkpoint, params=params,
                                   started=started, seed=seed)
     except BaseException:
@@ -180,14 +187,17 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
 
 
 def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, place, state, *,
+                     raw=None,
                      callbacks: list, checkpoint, params, started: float, seed: int) -> RunResult:
     r = loaded.recipe
     trainer = _make_trainer(
         strategy, model=model, args=args, train_dataset=data["train"],
         eval_dataset=data["validation"], data_collator=task.data_collator(),
-        processing_class=task.processor, compute_metrics=task.compute_metrics,
+        processing_class=task.processor, compute_metrics=(capture := PredictionCapture(
+            task.compute_metrics)),
         callbacks=[*strategy.callbacks(), *control_callbacks(r.training), *callbacks])
     check_strategy_fits_engine(strategy, trainer)
+    capture.trainer = trainer  # keeps validation predictions for the report (evaluation.py)
     try:
         train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except RuntimeError as e:
@@ -197,9 +207,13 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
         raise explained from e
     metrics = {"train": _strip_prefix(train_output.metrics, "train"),
                "validation": _strip_prefix(_final_validation(trainer), "eval")}
+    predicted = {"validation": capture.predictions(_final_step(trainer))}
+    capture.active = False
+    if predicted["validation"] is None:  # no evaluation of the final weights to reuse
+        predicted["validation"] = trainer.predict(data["validation"])
     if "test" in data:
-        metrics["test"] = _strip_prefix(trainer.evaluate(data["test"], metric_key_prefix="test"),
-                                        "test")
+        predicted["test"] = trainer.predict(data["test"], metric_key_prefix="test")
+        metrics["test"] = _strip_prefix(predicted["test"].metrics, "test")
     run_info = _run_info(loaded, task, trainer, params, started, seed=seed, resumed_from=checkpoint,
                          work_dir=place.work)
     run_info = portable_run_info(run_info, place.final)  # no absolute local paths
@@ -221,6 +235,11 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
                                                 encoding="utf-8")
             trainer.state.save_to_json(str(staging / "trainer_state.json"))
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+            write_run_reports(staging, task, {  # eval/<split>/, learning curves (evaluation.py)
+                split: (pred, raw[split] if raw is not None and split in raw else None,
+                        metrics[split]) for split, pred in predicted.items()},
+                log_history=trainer.state.log_history, seed=seed)
+            write_run_card(staging, run_info, place.final)
 
         publish_final(place.work, write, run_info)
         finish_run_dir(place)  # a previous run is replaced only now, by a complete one

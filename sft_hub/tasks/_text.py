@@ -70,18 +70,31 @@ class TextInputs:
         d = self.recipe.data
         tokenizer = self.processor
 
-        def tokenize(batch):
-            texts = [str(t) if t is not None else "" for t in batch[d.text_column]]
-            pairs = ([str(t) if t is not None else "" for t in batch[d.text_pair_column]]
-                     if d.text_pair_column else None)
-            enc = tokenizer(texts, pairs, truncation=True, max_length=d.max_length)
+        def tokenize(batch):  # captures the tokenizer and the spec only (hashable: map caching)
+            enc = tokenize_texts(tokenizer, d, batch)
             enc["labels"] = batch[d.label_column]
             return enc
 
         return DatasetDict({split: ds.map(tokenize, batched=True, remove_columns=ds.column_names,
                                           desc=f"tokenizing {split}") for split, ds in raw.items()})
 
+    def input_columns(self) -> list[str]:
+        d = self.recipe.data
+        return [c for c in (d.text_column, d.text_pair_column) if c]
+
+    def encode_inputs(self, rows: dict) -> list[dict]:
+        enc = tokenize_texts(self.processor, self.recipe.data, rows)
+        return [{k: enc[k][i] for k in enc} for i in range(len(enc["input_ids"]))]
+
     def data_collator(self):
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(self.processor)
+
+
+def tokenize_texts(tokenizer, spec: TextData, batch: dict):
+    """The tokenization of training, evaluation and prediction (one implementation)."""
+    texts = [str(t) if t is not None else "" for t in batch[spec.text_column]]
+    pairs = ([str(t) if t is not None else "" for t in batch[spec.text_pair_column]]
+             if spec.text_pair_column else None)
+    return tokenizer(texts, pairs, truncation=True, max_length=spec.max_length)

@@ -16,6 +16,17 @@ through these declarations; none of them matches a task's name:
 - ``evaluate_inputs()``: the (predictions, references) that ``training.extra_metrics`` modules of
   the ``evaluate`` library are computed on.
 
+After training (``sft-hub eval`` / ``sft-hub predict``, :mod:`sft_hub.evaluation`,
+:mod:`sft_hub.inference`), the same task object is rebuilt around a saved model and asked:
+
+- ``adopt_model_config()``: take the label list (and e.g. thresholds) from the saved model's config;
+- ``load_eval_data()``: labelled splits read with the recipe's columns, labels matched to the
+  model's by name (a label the model does not know is a DataError naming it);
+- ``input_columns()`` / ``encode_inputs()`` / ``decode_logits()``: unlabelled rows -> model inputs
+  (the tokenization training used), and one example's logits -> its prediction;
+- ``loss()``: the model's evaluation loss from logits (as the Trainer reports it per batch);
+- ``breakdown()``: the error analysis of labelled predictions (:class:`Breakdown`).
+
 :meth:`Task.card_facts` writes all of it (plus run-time facts such as per-class names) into
 ``run_info.json`` under ``task_contract``, so that the card is built from the run directory alone.
 
@@ -25,8 +36,11 @@ Class attributes and :meth:`check_data` must not import torch: they are used by
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+import numpy as np
 
 from ..metrics import LOSS, Metric, PerClass, check_extra_metrics
 from ..recipe.schema import DataSpec
@@ -42,6 +56,39 @@ def _literal(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
+@dataclass
+class Breakdown:
+    """A task's error analysis of labelled predictions, what :mod:`sft_hub.evaluation` reports.
+
+    - ``classes`` x ``predicted_classes``: the confusion matrix (``confusion``, counts; rows gold);
+    - ``per_class``: rows of ``{"class", "precision", "recall", "f1", "support"}``;
+    - ``confidence`` / ``correct``: one entry per scored unit (an example; NER: a word), the
+      predicted class's probability and whether it was right (calibration);
+    - ``stats`` (one row per example) and ``headline(summed_stats) -> value``: sufficient
+      statistics of the best metric, so that a bootstrap resample is a weighted sum;
+    - ``errors``: mistakes ``{"example", "gold", "predicted", "score", ...}`` (any order);
+    - ``tables``: extra named tables (NER: span errors per entity type).
+    """
+
+    classes: list[str]
+    predicted_classes: list[str]
+    confusion: np.ndarray
+    per_class: list[dict[str, Any]]
+    confidence: np.ndarray
+    correct: np.ndarray
+    stats: np.ndarray
+    headline: Callable[[np.ndarray], float]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (float64, shifted by the maximum like the pipelines do)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
 class Task:
     name: ClassVar[str]
     data_spec: ClassVar[type[DataSpec]]
@@ -52,6 +99,7 @@ class Task:
     pipeline_task: ClassVar[str]        # transformers pipeline name, e.g. "text-classification"
     pipeline_kwargs: ClassVar[dict[str, Any]] = {}  # e.g. aggregation_strategy="simple"
     peft_task_type: ClassVar[Optional[str]] = None  # peft.TaskType name, e.g. "SEQ_CLS"
+    input_files: ClassVar[bool] = False  # predict's inputs are file paths (images)
     # The usage snippet: Python lines that define ``inputs`` (imports allowed), then the output
     # expression printed; ``classifier`` is the pipeline. Run by the tests against a saved model.
     usage_input: ClassVar[str] = 'inputs = "Hello world"'
@@ -236,3 +284,67 @@ class Task:
     def trainer_kwargs(self) -> dict[str, Any]:
         """Extra TrainingArguments defaults for this task (e.g. keep image columns)."""
         return {}
+
+    # -- after training: eval and predict ----------------------------------------------------
+    def adopt_model_config(self, config: Any) -> None:
+        """Take the label list (in id order) and the task's config keys from a saved model."""
+        id2label = getattr(config, "id2label", None) or {}
+        self.labels = [str(id2label[i]) for i in sorted(id2label, key=int)]
+
+    @classmethod
+    def processor_class(cls) -> type:
+        """The Auto class that loads the processor saved with a model (imports transformers)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer
+
+    def load_eval_data(self, raw: "DatasetDict") -> "DatasetDict":
+        """Labelled splits as read (any split names) -> splits ready for :meth:`preprocess`, with
+        labels given ids of :attr:`labels` (the model's) by name; an unknown label is a DataError
+        naming it. Nothing is carved or sampled."""
+        raise NotImplementedError
+
+    def input_columns(self) -> list[str]:
+        """The columns :meth:`encode_inputs` reads from unlabelled rows."""
+        return []
+
+    def encode_inputs(self, rows: dict[str, list]) -> list[dict[str, Any]]:
+        """Unlabelled rows (column -> values) -> one dict of model inputs per row, prepared as in
+        training. Keys starting with ``_`` are kept for :meth:`decode_logits`, not fed to the
+        model. Raises DataError naming a row that cannot be encoded."""
+        raise NotImplementedError
+
+    def example_text(self, row: dict[str, Any]) -> str:
+        """How the report shows one raw example (its text; images: the file path)."""
+        return " | ".join(str(row.get(c, "")) for c in self.input_columns())
+
+    def input_length(self, features: dict[str, Any]) -> int:
+        """The size that sorting into batches of similar size uses (tokens; images: 0)."""
+        ids = features.get("input_ids")
+        return len(ids) if ids is not None else 0
+
+    def collate_inputs(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """A padded batch of model inputs (tensors) from :meth:`encode_inputs` dicts."""
+        collator = self.data_collator()
+        plain = [{k: v for k, v in f.items() if not k.startswith("_")} for f in features]
+        return collator(plain) if collator is not None else plain
+
+    def decode_logits(self, logits: np.ndarray, features: dict[str, Any], *,
+                      top_k: int = 1) -> dict[str, Any]:
+        """One example's logits (padding removed) -> its prediction, e.g. ``{"label", "score"}``."""
+        raise NotImplementedError
+
+    def loss(self, logits: np.ndarray, labels: np.ndarray) -> np.float32:
+        """The model's loss on one batch, from its logits, computed as the model computes it
+        (torch's cross-entropy over the positions not labelled -100, float32)."""
+        import torch
+
+        logits_t = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+        labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        value = torch.nn.functional.cross_entropy(logits_t.reshape(-1, logits_t.shape[-1]),
+                                                  labels_t.reshape(-1), ignore_index=-100)
+        return np.float32(value.item())
+
+    def breakdown(self, eval_pred) -> Breakdown:
+        """The error analysis of labelled predictions (see :class:`Breakdown`)."""
+        raise NotImplementedError

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field
 
-from ..data.images import BadImages, find_bad_images, read_image_folder, scan_label_folders
+from ..data.images import (BadImages, find_bad_images, image_name, open_image,
+                           read_image_folder, scan_label_folders)
 from ..data.sources import READERS, file_format, resolve_local
 from ..errors import DataError, RecipeError
 from ..recipe.schema import Column, DataSpec, Switch
@@ -50,6 +51,7 @@ class ImageClassification(SingleLabelTask):
     name = "image-classification"
     data_spec = ImageClassificationData
     pipeline_task = "image-classification"
+    input_files = True
     usage_input = ('from PIL import Image\n\n'
                    'inputs = Image.new("RGB", (224, 224), "white")  # or Image.open("photo.jpg")')
 
@@ -128,7 +130,16 @@ class ImageClassification(SingleLabelTask):
         """The final splits, with unreadable images failing the run or dropped and reported."""
         from datasets import DatasetDict
 
-        dsd = super().load_data()
+        return self._check_images(super().load_data())
+
+    def load_eval_data(self, raw: "DatasetDict") -> "DatasetDict":
+        return self._check_images(super().load_eval_data(raw))
+
+    def _check_images(self, dsd: "DatasetDict") -> "DatasetDict":
+        """Decode every image once: an unreadable one fails, naming the file, or is dropped and
+        counted (``data.skip_bad_images``)."""
+        from datasets import DatasetDict
+
         spec = self.recipe.data
         out = {}
         for split, ds in dsd.items():
@@ -225,6 +236,28 @@ class ImageClassification(SingleLabelTask):
         from ..data.transforms import collate
 
         return collate
+
+    # -- eval and predict ----------------------------------------------------------------------
+    @classmethod
+    def processor_class(cls) -> type:
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor
+
+    def input_columns(self) -> list[str]:
+        return [self.recipe.data.image_column]
+
+    def encode_inputs(self, rows: dict) -> list[dict]:
+        """Images (paths, bytes or PIL images) -> ``pixel_values`` by the evaluation transform;
+        an unreadable image is a DataError naming the file."""
+        from ..data.transforms import eval_transform
+
+        transform = eval_transform(self.processor)
+        return [{"pixel_values": transform(open_image(v, name=image_name(v)))}
+                for v in rows[self.recipe.data.image_column]]
+
+    def example_text(self, row: dict) -> str:
+        return image_name(row.get(self.recipe.data.image_column), default="<image>")
 
     def trainer_kwargs(self) -> dict[str, Any]:
         # The raw image column must reach the lazy transform, so the Trainer must not drop it.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import Field
 
 from ..data.labels import label_names
@@ -23,7 +24,7 @@ from ..errors import DataError
 from ..metrics import Metric, PerClass
 from ..recipe.schema import Column, DataSpec, Switch
 from . import TASKS
-from .base import Task
+from .base import Breakdown, Task, softmax
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
@@ -134,6 +135,18 @@ class TokenClassification(Task):
 
         out = {split: self._named_dataset(split, raw[split], tags[split]) for split in raw}
         return finalize_splits(DatasetDict(out), spec, self.seed)
+
+    def load_eval_data(self, raw: "DatasetDict") -> "DatasetDict":
+        from datasets import DatasetDict
+
+        from ..data.ner_tags import check_known_tags
+
+        out = {}
+        for split, ds in raw.items():
+            tags = self._tag_names(split, ds)
+            check_known_tags(split, tags, self.labels)
+            out[split] = self._named_dataset(split, ds, tags)
+        return DatasetDict(out)
 
     def _tag_names(self, split: str, ds: "Dataset") -> list[list[str]]:
         """The split's tags as names, whatever the column holds (ClassLabel ids, strings, ids)."""
@@ -253,3 +266,164 @@ class TokenClassification(Task):
         """Predicted and gold tag names per word, one list per sentence (evaluate's seqeval)."""
         gold, predicted = self._tag_sequences(eval_pred)
         return predicted, gold
+
+    # -- eval and predict -------------------------------------------------------------------
+    #: ``sft-hub predict`` reads running text (not pre-split words) from this input column.
+    text_input_column = "text"
+
+    def input_columns(self) -> list[str]:
+        return [self.text_input_column]
+
+    def example_text(self, row: dict) -> str:
+        words = row.get(self.recipe.data.tokens_column)
+        return " ".join(map(str, words)) if isinstance(words, list) else str(row.get(
+            self.text_input_column, ""))
+
+    def encode_inputs(self, rows: dict) -> list[dict]:
+        """Running text -> subwords with character offsets (as the token-classification pipeline
+        tokenizes it), cut at ``data.max_length``."""
+        texts = [str(t) for t in rows[self.text_input_column]]
+        enc = self.processor(texts, truncation=True, max_length=self.recipe.data.max_length,
+                             return_offsets_mapping=True, return_special_tokens_mask=True)
+        model_keys = [k for k in enc if k not in ("offset_mapping", "special_tokens_mask")]
+        return [{**{k: enc[k][i] for k in model_keys}, "_offsets": enc["offset_mapping"][i],
+                 "_special": enc["special_tokens_mask"][i], "_text": texts[i]}
+                for i in range(len(texts))]
+
+    def decode_logits(self, logits, features, *, top_k: int = 1) -> dict[str, Any]:
+        """Entities as character spans: each subword gets its most probable tag, and neighbours
+        are grouped as ``pipeline(aggregation_strategy="simple")`` groups them (a ``B-`` tag or a
+        change of type starts a new entity; the score is the mean over its subwords)."""
+        scores = softmax(logits)
+        text, groups = features["_text"], []
+        for i, (start, end) in enumerate(features["_offsets"]):
+            if features["_special"][i]:
+                continue
+            best = int(scores[i].argmax())
+            tag = self.labels[best]
+            bi, kind = (tag[:1], tag[2:]) if tag[:2] in ("B-", "I-") else ("I", tag)
+            token = {"type": kind, "score": float(scores[i][best]), "start": int(start),
+                     "end": int(end)}
+            if groups and groups[-1]["type"] == kind and bi != "B":
+                groups[-1]["tokens"].append(token)
+            else:
+                groups.append({"type": kind, "tokens": [token]})
+        entities = []
+        for g in groups:
+            if g["type"] == "O":
+                continue
+            first, last = g["tokens"][0], g["tokens"][-1]
+            entities.append({"type": g["type"],
+                             "score": float(np.mean([t["score"] for t in g["tokens"]])),
+                             "start": first["start"], "end": last["end"],
+                             "word": text[first["start"]:last["end"]]})
+        return {"entities": entities}
+
+    def breakdown(self, eval_pred) -> Breakdown:
+        """Words (first subwords): confusion of gold and predicted entity types (``O`` included)
+        and calibration; entities (seqeval): per-type P/R/F1/support, per-sentence (found, predicted,
+        gold) counts for the micro F1, and each span error as wrong type, wrong boundary, missed
+        or spurious."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        from ..data.ner_align import IGNORE_INDEX
+        from ..data.ner_metrics import entity_metrics
+        from ..data.ner_tags import entity_types
+
+        logits = eval_pred.predictions
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        types = ["O", *entity_types(self.labels)]
+        type_index = {t: i for i, t in enumerate(types)}
+
+        def type_of(tag: str) -> str:
+            return tag.split("-", 1)[1] if "-" in tag else tag
+
+        confusion = np.zeros((len(types), len(types)), dtype=np.int64)
+        confidence, correct, stats, errors = [], [], [], []
+        gold_all, pred_all = [], []
+        span_table = {t: dict.fromkeys(SPAN_OUTCOMES, 0) for t in types[1:]}
+        for n, (row_logits, row_labels) in enumerate(zip(logits, eval_pred.label_ids)):
+            keep = np.asarray(row_labels) != IGNORE_INDEX
+            probs = softmax(np.asarray(row_logits)[keep])
+            pred_ids = probs.argmax(-1)
+            gold_ids = np.asarray(row_labels)[keep].astype(int)
+            word_conf = probs[np.arange(len(pred_ids)), pred_ids]
+            gold = [self.labels[i] for i in gold_ids]
+            pred = [self.labels[i] for i in pred_ids]
+            gold_all.append(gold)
+            pred_all.append(pred)
+            for g, p in zip(gold, pred):
+                confusion[type_index[type_of(g)], type_index[type_of(p)]] += 1
+            confidence.extend(word_conf.tolist())
+            correct.extend((gold_ids == pred_ids).tolist())
+            gold_spans = {(t, s, e) for t, s, e in get_entities(gold)}
+            pred_spans = {(t, s, e) for t, s, e in get_entities(pred)}
+            stats.append((len(gold_spans & pred_spans), len(pred_spans), len(gold_spans)))
+            for error in span_errors(gold_spans, pred_spans):
+                kind = error["kind"]
+                span_table.setdefault(error["entity_type"], dict.fromkeys(SPAN_OUTCOMES, 0))
+                span_table[error["entity_type"]][kind] += 1
+                if kind == "correct":
+                    continue
+                s, e = error["span"]
+                errors.append({"example": n, "kind": kind, "gold": error["gold"],
+                               "predicted": error["predicted"],
+                               "score": float(word_conf[s:e + 1].mean()), "words": [s, e]})
+        figures = entity_metrics(gold_all, pred_all, self.labels)
+        per_class = [{"class": t, **{f: figures.get(f"{t}_{f}", 0.0)
+                                     for f in ("precision", "recall", "f1")},
+                      "support": int(figures.get(f"{t}_support", 0))} for t in types[1:]]
+        tables = {"span_errors": [{"entity_type": t, **counts}
+                                  for t, counts in sorted(span_table.items())]}
+        return Breakdown(classes=types, predicted_classes=types, confusion=confusion,
+                         per_class=per_class, confidence=np.asarray(confidence, dtype=np.float64),
+                         correct=np.asarray(correct, dtype=bool),
+                         stats=np.asarray(stats, dtype=np.float64).reshape(-1, 3),
+                         headline=_micro_f1, errors=errors, tables=tables)
+
+
+SPAN_OUTCOMES = ("correct", "wrong_type", "wrong_boundary", "missed", "spurious")
+
+
+def span_errors(gold: set, predicted: set) -> list[dict[str, Any]]:
+    """Each gold and predicted entity ``(type, first word, last word)`` of one sentence as one
+    outcome: ``correct`` (same type and span), ``wrong_type`` (a prediction overlapping it with
+    another type), ``wrong_boundary`` (same type, overlapping, other span), ``missed`` (no
+    prediction overlaps it) or ``spurious`` (a prediction overlapping no gold entity). Outcomes
+    are counted under the gold entity's type (spurious: the predicted type)."""
+    def overlaps(a, b) -> bool:
+        return a[1] <= b[2] and b[1] <= a[2]
+
+    def name(span) -> str:
+        return f"{span[0]} [{span[1]}-{span[2]}]"
+
+    out = []
+    for g in sorted(gold, key=lambda x: (x[1], x[2])):
+        if g in predicted:
+            out.append({"kind": "correct", "entity_type": g[0], "gold": name(g),
+                        "predicted": name(g), "span": (g[1], g[2])})
+            continue
+        near = sorted((p for p in predicted if overlaps(g, p)), key=lambda p: (p[1], p[2]))
+        same = [p for p in near if p[0] == g[0]]
+        if same:
+            kind, p = "wrong_boundary", same[0]
+        elif near:
+            kind, p = "wrong_type", near[0]
+        else:
+            out.append({"kind": "missed", "entity_type": g[0], "gold": name(g),
+                        "predicted": None, "span": (g[1], g[2])})
+            continue
+        out.append({"kind": kind, "entity_type": g[0], "gold": name(g), "predicted": name(p),
+                    "span": (p[1], p[2])})
+    for p in sorted(predicted, key=lambda x: (x[1], x[2])):
+        if not any(overlaps(g, p) for g in gold):
+            out.append({"kind": "spurious", "entity_type": p[0], "gold": None,
+                        "predicted": name(p), "span": (p[1], p[2])})
+    return out
+
+
+def _micro_f1(summed) -> float:
+    """Entity micro F1 from summed (found, predicted, gold): 2 found / (predicted + gold)."""
+    found, predicted, gold = summed
+    return float(2 * found / (predicted + gold)) if predicted + gold else 0.0
