@@ -18,7 +18,9 @@ from sft_hub.evaluation import bootstrap_interval, calibration, evaluate
 from sft_hub.predict import predict
 
 from .conftest import make_text_rows, write_csv
-from .contract_fixtures import image_classification_vit, token_classification
+from .contract_fixtures import (image_classification_vit, multi_label_text_classification,
+                               token_classification)
+from .hub_server import hub_server  # noqa: F401  (pytest fixture)
 
 TRAINING = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
             "seed": 0, "logging_steps": 2, "disable_tqdm": True, "use_cpu": True,
@@ -78,6 +80,16 @@ def adapter_run(tmp_path_factory, tiny_bert_dir) -> Path:
         "strategy": {"name": "lora", "r": 4},
         "training": {**TRAINING, "learning_rate": 1e-2}, "output": {"dir": str(root / "run")}},
         root)
+
+
+@pytest.fixture(scope="module")
+def multi_label_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("multi-run")
+    fixture = multi_label_text_classification(root)
+    recipe = {**fixture.recipe, "training": {**TRAINING, "num_train_epochs": 10},
+              "output": {"dir": str(root / "run")}}
+    recipe["data"] = {**recipe["data"], "tune_thresholds": True}
+    return _train(recipe, root)
 
 
 def _read(path: Path) -> list[dict]:
@@ -373,3 +385,47 @@ def test_not_a_run_exits_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["eval", str(tmp_path / "empty")]) == 2
     assert "not an sft-hub run" in capsys.readouterr().err
+
+
+# -- multi-label and pushed models ------------------------------------------------------------------
+
+def test_multi_label_eval_and_predict(multi_label_run, tmp_path):
+    from transformers import pipeline
+
+    recorded = json.loads((multi_label_run / "metrics.json").read_text())["validation"]
+    report = evaluate(multi_label_run, split="validation")
+    for key in ("f1_micro", "f1_macro", "subset_accuracy", "loss"):
+        assert report.metrics[key] == recorded[key], key
+    assert report.interval["metric"] == "f1_micro"
+    assert report.interval["value"] == pytest.approx(recorded["f1_micro"], abs=1e-12)
+    _assert_png(multi_label_run / "eval" / "validation" / "confusion_matrix.png")
+
+    texts = ["good movie great film", "bad film not movie", "fine", "awful awful plot"]
+    (tmp_path / "in.txt").write_text("\n".join(texts), encoding="utf-8")
+    predict(multi_label_run, tmp_path / "in.txt", tmp_path / "out.jsonl", top_k=2, progress=False)
+    rows = _read(tmp_path / "out.jsonl")
+    classifier = pipeline("text-classification", model=str(multi_label_run), top_k=None,
+                          device="cpu")
+    thresholds = classifier.model.config.label_thresholds
+    for row, scores in zip(rows, classifier(texts)):
+        expected = [s for s in scores if s["score"] >= thresholds[s["label"]]]
+        assert row["labels"] == [s["label"] for s in expected]
+        assert row["scores"] == pytest.approx([s["score"] for s in expected], abs=1e-5)
+        assert [t["label"] for t in row["top_k"]] == [s["label"] for s in scores[:2]]
+
+
+def test_eval_and_predict_a_pushed_model(text_run, hub_server, tmp_path, monkeypatch):
+    from sft_hub.hub import push_run
+
+    push_run(text_run, repo_id="sft-tester/spam", form="model")
+    monkeypatch.chdir(tmp_path)
+    rows = make_text_rows(12, seed=21)
+    write_csv(tmp_path / "new.csv", rows)
+    pushed = evaluate("hf://sft-tester/spam", str(tmp_path / "new.csv"))
+    local = evaluate(text_run, str(tmp_path / "new.csv"), out_dir=tmp_path / "local")
+    assert pushed.folder == tmp_path / "eval" / "new"
+    assert pushed.metrics == local.metrics
+    write_csv(tmp_path / "in.csv", [{"text": r["text"]} for r in rows])
+    assert main(["predict", "hf://sft-tester/spam", "--input", str(tmp_path / "in.csv"),
+                 "--output", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert len(_read(tmp_path / "p.csv")) == 12

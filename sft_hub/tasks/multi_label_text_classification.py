@@ -37,7 +37,7 @@ from ..metrics import Metric, PerClass
 from ..recipe.schema import HUB_ANY, Column, Switch, hub
 from . import TASKS
 from ._text import TextData, TextInputs
-from .base import Task
+from .base import Breakdown, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
@@ -150,7 +150,8 @@ class MultiLabelTextClassification(TextInputs, Task):
 
     def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
         data = super().preprocess(raw)
-        self._validation_labels = np.asarray(data["validation"]["labels"], dtype=np.float32)
+        if "validation" in data:  # eval data without a validation split is never tuned on
+            self._validation_labels = np.asarray(data["validation"]["labels"], dtype=np.float32)
         return data
 
     # -- model ------------------------------------------------------------------------------
@@ -216,6 +217,106 @@ class MultiLabelTextClassification(TextInputs, Task):
         cut = np.array([self.thresholds.get(n, 0.5) for n in self.labels])
         predicted = (probs >= cut).astype(int)
         return predicted.tolist(), (np.asarray(eval_pred.label_ids) >= 0.5).astype(int).tolist()
+
+
+    # -- eval and predict -------------------------------------------------------------------
+    def adopt_model_config(self, config: Any) -> None:
+        """The labels and the per-label thresholds the run saved (``label_thresholds``)."""
+        super().adopt_model_config(config)
+        saved = getattr(config, CONFIG_KEY, None) or {}
+        default = self.recipe.data.threshold
+        self.thresholds = {label: float(saved.get(label, default)) for label in self.labels}
+
+    def load_eval_data(self, raw: "DatasetDict") -> "DatasetDict":
+        from datasets import DatasetDict
+
+        spec = self.recipe.data
+        raw = self.prepare_raw(raw)  # empty texts: error or skip, as in training
+        out = {}
+        for split, ds in raw.items():
+            for column, field in ((spec.text_column, "text_column"),
+                                  (spec.text_pair_column, "text_pair_column"),
+                                  (spec.label_column, "label_column")):
+                if column and column not in ds.column_names:
+                    raise DataError(f"the {split} split has no column {column!r} (columns: "
+                                    f"{', '.join(ds.column_names)})", field=f"data.{field}",
+                                    hint="set the recipe's column names to the data's columns")
+            names = self._label_names(split, ds)
+            check_known_labels(split, {n for row in names for n in row}, self.labels)
+            out[split] = self._encoded(ds, names)
+        return DatasetDict(out)
+
+    def decode_logits(self, logits, features, *, top_k: int = 1) -> dict[str, Any]:
+        """The labels whose sigmoid score reaches their threshold, with their scores (``top_k``
+        > 1: also the k best labels, predicted or not)."""
+        probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        cut = np.array([self.thresholds.get(n, self.recipe.data.threshold) for n in self.labels])
+        chosen = np.flatnonzero(probs >= cut)
+        chosen = chosen[np.argsort(-probs[chosen], kind="stable")]
+        out: dict[str, Any] = {"labels": [self.labels[i] for i in chosen],
+                               "scores": [float(probs[i]) for i in chosen]}
+        if top_k > 1:
+            order = np.argsort(-probs, kind="stable")[:top_k]
+            out["top_k"] = [{"label": self.labels[i], "score": float(probs[i])} for i in order]
+        return out
+
+    def loss(self, logits, labels) -> np.float32:
+        """Binary cross-entropy with logits, the loss of ``problem_type:
+        multi_label_classification``."""
+        import torch
+
+        value = torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
+            torch.from_numpy(np.asarray(labels, dtype=np.float32)))
+        return np.float32(value.item())
+
+    def breakdown(self, eval_pred) -> Breakdown:
+        """Confusion of gold and predicted labels (each gold label of a text against each
+        predicted one; ``(none)`` for a text without gold or predicted labels), per-label
+        P/R/F1/support, calibration over every (text, label) decision, micro F1 from
+        per-text (found, predicted, gold) counts."""
+        from sklearn.metrics import precision_recall_fscore_support
+
+        probs = self._probabilities(eval_pred)
+        gold = (np.asarray(eval_pred.label_ids) >= 0.5).astype(int)
+        cut = np.array([self.thresholds.get(n, self.recipe.data.threshold) for n in self.labels])
+        predicted = (probs >= cut).astype(int)
+        names = [*self.labels, NONE]
+        none = len(self.labels)
+        confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+        errors = []
+        for i, (g_row, p_row) in enumerate(zip(gold, predicted)):
+            g = list(np.flatnonzero(g_row)) or [none]
+            p = list(np.flatnonzero(p_row)) or [none]
+            for a in g:
+                for b in p:
+                    confusion[a, b] += 1
+            wrong = np.flatnonzero(g_row != p_row)
+            if len(wrong):
+                sure = np.maximum(probs[i, wrong], 1 - probs[i, wrong])
+                errors.append({"example": i, "gold": [self.labels[j] for j in np.flatnonzero(g_row)],
+                               "predicted": [self.labels[j] for j in np.flatnonzero(p_row)],
+                               "score": float(sure.max())})
+        p, r, f, support = precision_recall_fscore_support(gold, predicted, average=None,
+                                                           zero_division=0)
+        per_class = [{"class": n, "precision": float(p[j]), "recall": float(r[j]),
+                      "f1": float(f[j]), "support": int(support[j])}
+                     for j, n in enumerate(self.labels)]
+        stats = np.stack([(gold & predicted).sum(1), predicted.sum(1), gold.sum(1)], axis=1)
+        return Breakdown(classes=names, predicted_classes=names, confusion=confusion,
+                         per_class=per_class,
+                         confidence=np.maximum(probs, 1 - probs).reshape(-1),
+                         correct=(gold == predicted).reshape(-1), stats=stats.astype(np.float64),
+                         headline=_micro_f1, errors=errors)
+
+
+NONE = "(none)"
+
+
+def _micro_f1(summed) -> float:
+    """Micro F1 from summed (found, predicted, gold) label counts."""
+    found, predicted, gold = summed
+    return float(2 * found / (predicted + gold)) if predicted + gold else 0.0
 
 
 def tune_thresholds(probs: np.ndarray, gold: np.ndarray, labels: list[str],
