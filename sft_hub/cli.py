@@ -9,6 +9,7 @@ import sys
 from typing import Optional, Sequence
 
 from .errors import RecipeError, SftHubError
+from .export import QUANTIZE_CHOICES, export_run, format_export
 from .evaluation import evaluate, headline_table
 from .predict import predict, summary
 from .hub import PUSH_FORMS, push_run
@@ -38,6 +39,19 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("recipe", help="recipe file (or hf://org/repo/path.yaml)")
     pl.add_argument("overrides", nargs="*", metavar="key.sub=value")
     pl.set_defaults(func=_validate, quiet=True, plan=True)
+
+    x = sub.add_parser("export", help="export a finished run to ONNX (model.onnx, tokenizer or "
+                       "image processor, config with id2label, export_info.json), checked "
+                       "against PyTorch on validation examples; `sft-hub predict` and `sft-hub "
+                       "eval` run the folder with ONNX Runtime, without torch")
+    x.add_argument("run_dir", help="directory of a finished `sft-hub train` run")
+    x.add_argument("--output", required=True, help="the export folder to write")
+    x.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="also write model_int8.onnx "
+                   "(ONNX Runtime dynamic quantisation), scored against the float model; "
+                   "predict and eval then use it")
+    x.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    x.add_argument("--overwrite", action="store_true", help="replace an earlier export there")
+    x.set_defaults(func=_export)
 
     t = sub.add_parser("train", help="fine-tune, evaluate and save (and push) a recipe")
     t.add_argument("recipe", nargs="?", help="recipe file (or hf://org/repo/path.yaml[@revision])")
@@ -167,6 +181,13 @@ def _recipe_from(model_repo: str, recipe: Optional[str],
 def _push(args) -> int:
     push_run(args.run_dir, repo_id=args.repo_id, form=args.form, revision=args.revision,
              private=args.private, commit_message=args.message)
+    return 0
+
+
+def _export(args) -> int:
+    result = export_run(args.run_dir, args.output, quantize=args.quantize,
+                        overwrite=args.overwrite, opset=args.opset)
+    print(format_export(result), flush=True)
     return 0
 
 
