@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from .advice import learning_rate_warnings, resolved_recipe_yaml
 from .errors import RecipeError, SftHubError
 from .export import QUANTIZE_CHOICES, export_run, format_export
 from .evaluation import evaluate, headline_table
@@ -146,7 +147,9 @@ def _predict(args) -> int:
 def _validate(args) -> int:
     loaded = validate(args.recipe, args.overrides)
     if not args.quiet:
-        print(loaded.to_yaml().rstrip("\n"), flush=True)
+        print(resolved_recipe_yaml(loaded).rstrip("\n"), flush=True)  # + strategy defaults
+    for warning in learning_rate_warnings(loaded.recipe):
+        print(f"# warning: {warning}", file=sys.stderr)
     if args.plan:
         print(format_plan(plan(loaded)), flush=True)
     print(f"# ok: {args.recipe} is valid", file=sys.stderr)

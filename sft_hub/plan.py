@@ -4,13 +4,16 @@ Builds the task's model (labels from ``data.labels`` or the data itself, so the 
 size), lets the strategy prepare it, and reports total and trainable parameters plus the
 strategy's declared contract (what it trains, the form it saves, the push forms and engines it
 supports) and its own facts about the prepared model (layers found, head, adapter targets,
-unfreezing schedule).
+unfreezing schedule), and the effective defaults: the learning rate the run would train at
+(the recipe's, or the strategy's measured default) and the strategy's default settings (targets,
+rank...).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .advice import describe_defaults
 from .errors import SftHubError
 from .recipe.schema import RecipeBase
 from .strategies import get_strategy
@@ -48,7 +51,9 @@ def plan(recipe: Union[RecipeBase, Any], recipe_dir: Optional[Union[str, Path]] 
             "engines": ["single process", *contract.engines],
             "labels": len(task.labels), "base_params": base_params,
             "total_params": counts["total"], "trainable_params": counts["trainable"],
-            "trainable_percent": counts["trainable_percent"], **strategy.describe(model)}
+            "trainable_percent": counts["trainable_percent"],
+            **describe_defaults(recipe),  # learning rate, targets, rank (advice.py)
+            **strategy.describe(model)}
 
 
 def format_plan(result: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from .distributed import (GATHERED, check_processes_connected, check_strategy_fi
                           launcher_precision_as, process_state, save_sharded_model, topology,
                           use_cpu, weights_are_sharded)
 from ._version import __version__
+from .advice import RunAdvice, default_arguments, resolved_recipe_yaml
 from .data.sources import fingerprint
 from .card import write_run_card
 from .errors import RecipeError, attributed_to
@@ -65,6 +66,7 @@ def training_arguments(loaded: LoadedRecipe, task, run_dir: Path):
     device, precision = device_arguments(loaded.recipe.training, loaded.path)
     defaults.update(device)
     defaults.update(task.trainer_kwargs())
+    defaults.update(default_arguments(loaded.recipe))  # the strategy's learning rate (advice.py)
     try:
         with launcher_precision_as(precision):
             return TrainingArguments(output_dir=str(run_dir / CHECKPOINTS),
@@ -190,11 +192,12 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
                      raw=None,
                      callbacks: list, checkpoint, params, started: float, seed: int) -> RunResult:
     r = loaded.recipe
+    advice = RunAdvice(loaded, task, params, len(data["train"]), main_process=state.is_main_process)
     trainer = _make_trainer(
         strategy, model=model, args=args, train_dataset=data["train"],
         eval_dataset=data["validation"], data_collator=task.data_collator(),
         processing_class=task.processor, compute_metrics=(capture := PredictionCapture(
-            task.compute_metrics)),
+            advice.compute_metrics)),
         callbacks=[*strategy.callbacks(), *control_callbacks(r.training), *callbacks])
     check_strategy_fits_engine(strategy, trainer)
     capture.trainer = trainer  # keeps validation predictions for the report (evaluation.py)
@@ -216,6 +219,7 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
         metrics["test"] = _strip_prefix(predicted["test"].metrics, "test")
     run_info = _run_info(loaded, task, trainer, params, started, seed=seed, resumed_from=checkpoint,
                          work_dir=place.work)
+    run_info.update(advice.finish(metrics))  # defaults_applied, warnings (advice.py)
     run_info = portable_run_info(run_info, place.final)  # no absolute local paths
     gathered = None
     if weights_are_sharded(trainer):  # FSDP / DeepSpeed: every process takes part in the gather
@@ -231,7 +235,7 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
             else:
                 strategy.save(trainer.model, staging)
             task.save_processor(staging)
-            (staging / "recipe.yaml").write_text(loaded.to_yaml(relative_to=place.final),
+            (staging / "recipe.yaml").write_text(resolved_recipe_yaml(loaded, place.final),
                                                 encoding="utf-8")
             trainer.state.save_to_json(str(staging / "trainer_state.json"))
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")

@@ -82,12 +82,16 @@ def test_unknown_architecture_names_what_to_set():
 # -- exact trainable counts ----------------------------------------------------------------------
 @pytest.mark.parametrize("strategy,expected", [
     ({"name": "full"}, BERT_TOTAL),
-    ({"name": "lora", "r": 4}, 2 * 2 * 4 * (32 + 32) + HEAD),  # query, value in 2 layers + head
-    ({"name": "lora", "r": 4, "use_rslora": True}, 2 * 2 * 4 * (32 + 32) + HEAD),
-    ({"name": "lora", "r": 4, "use_dora": True},  # + a magnitude vector per adapted module
-     2 * 2 * (4 * (32 + 32) + 32) + HEAD),
-    ({"name": "lora", "r": 4, "target_modules": "all-linear"},  # every linear but the head:
-     2 * (4 * 4 * (32 + 32) + 2 * 4 * (32 + 37)) + 4 * (32 + 32) + HEAD),  # q k v o, ffn, pooler
+    # default targets (benchmarks/defaults.py): every linear but the head: q k v o, ffn, pooler
+    ({"name": "lora", "r": 4}, 2 * (4 * 4 * (32 + 32) + 2 * 4 * (32 + 37)) + 4 * (32 + 32) + HEAD),
+    ({"name": "lora", "r": 4, "target_modules": "all-linear"},
+     2 * (4 * 4 * (32 + 32) + 2 * 4 * (32 + 37)) + 4 * (32 + 32) + HEAD),
+    ({"name": "lora", "r": 4, "target_modules": ["query", "value"]},  # 2 layers + head
+     2 * 2 * 4 * (32 + 32) + HEAD),
+    ({"name": "lora", "r": 4, "target_modules": ["query", "value"], "use_rslora": True},
+     2 * 2 * 4 * (32 + 32) + HEAD),
+    ({"name": "lora", "r": 4, "target_modules": ["query", "value"], "use_dora": True},
+     2 * 2 * (4 * (32 + 32) + 32) + HEAD),  # + a magnitude vector per adapted module
     ({"name": "ia3"}, 2 * (32 + 32 + 32 + 37) + HEAD),  # key, value out; both output.dense inputs
     ({"name": "ia3", "target_modules": ["query"]}, 2 * 32 + HEAD),
     ({"name": "freeze"}, HEAD),
@@ -209,7 +213,8 @@ def test_layer_decay_and_head_learning_rate_groups():
 
 
 def test_layer_decay_with_lora_scales_adapter_weights_by_layer():
-    strategy = make_strategy({"name": "lora", "r": 4}, {"layer_decay": 0.5})
+    strategy = make_strategy({"name": "lora", "r": 4, "target_modules": ["query", "value"]},
+                             {"layer_decay": 0.5})
     model = strategy.prepare(tiny_bert())
     groups = strategy.optimizer_param_groups(model, types.SimpleNamespace(
         learning_rate=1.0, weight_decay=0.0))

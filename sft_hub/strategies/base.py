@@ -27,6 +27,15 @@ lacks one (as peft's ``register_peft_method`` does). :meth:`Strategy.card_facts`
 JSON, written into ``run_info.json`` (``strategy_contract``) so that the card is built from the run
 directory alone.
 
+**Defaults.** A strategy also declares what a recipe gets where it says nothing:
+:meth:`Strategy.defaults_for` (``spec.defaults(family)``) returns :class:`StrategyDefaults`, the
+default ``training.learning_rate`` for a model family (the recipe's ``model.backend``:
+``transformers`` or ``timm``) and the spec's own defaults that shape what trains (targets, rank...).
+Each strategy's rates are a class attribute, ``learning_rates`` (one per backend it supports,
+checked at registration), chosen from the measurement in ``benchmarks/defaults.py``; the training
+loop applies the rate only when the recipe sets none, and records that it did
+(``run_info.json``: ``defaults_applied``).
+
 The run-time side of the contract is the interface the training loop calls, in order:
 :meth:`Strategy.prepare` (returns the model to train), :meth:`Strategy.callbacks` and
 :meth:`Strategy.optimizer_param_groups` (for the Trainer), then :meth:`Strategy.save`.
@@ -103,6 +112,29 @@ class StrategyContract:
         return json.loads(json.dumps(asdict(self)))
 
 
+@dataclass(frozen=True)
+class StrategyDefaults:
+    """What a strategy, with its spec, uses where the recipe says nothing (see the module
+    docstring): the default learning rate for the model family, where that figure comes from, and
+    the spec's defaults that shape what trains (for ``sft-hub plan``)."""
+
+    strategy: str
+    family: str
+    learning_rate: float
+    measured: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return f"strategy {self.strategy}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+MEASURED = "benchmarks/defaults.py"
+
+
 class StrategySpec(Strict):
     name: str
     layers_module: OptionalModuleName = Field(
@@ -121,6 +153,13 @@ class StrategySpec(Strict):
         """The contract as JSON: what ``run_info.json`` records under ``strategy_contract``."""
         return self.contract().to_dict()
 
+    def defaults(self, family: str) -> StrategyDefaults:
+        """The defaults of the strategy this spec configures for models of ``family`` (the
+        recipe's ``model.backend``); no model, no torch needed."""
+        if self.strategy_class is None:
+            raise TypeError(f"{type(self).__name__} belongs to no registered strategy")
+        return self.strategy_class.defaults_for(self, family)
+
 
 class Strategy:
     name: ClassVar[str]
@@ -130,6 +169,9 @@ class Strategy:
     backends: ClassVar[tuple[str, ...]] = BACKENDS      # model backends it can wrap
     trains: ClassVar[str]                               # what fine-tuning changes, in words
     weights: ClassVar[dict[str, str]]                   # card text per layout (CARD_LAYOUTS)
+    # default training.learning_rate per model family (backend), measured (benchmarks/defaults.py)
+    learning_rates: ClassVar[dict[str, float]]
+    measured: ClassVar[str] = MEASURED                  # where the learning rates come from
 
     @classmethod
     def saved_form(cls, spec: StrategySpec) -> str:
@@ -177,6 +219,31 @@ class Strategy:
 
     def contract(self) -> StrategyContract:
         return self.contract_for(self.spec)
+
+    @classmethod
+    def default_learning_rate(cls, spec: StrategySpec, family: str) -> float:
+        """The learning rate a recipe of ``spec`` gets when it sets none (strategies whose best
+        rate depends on the spec, e.g. how much of the model trains, override this)."""
+        if family not in cls.learning_rates:
+            raise RecipeError(f"strategy {cls.name!r} has no default learning rate for "
+                              f"{family} models", field="training.learning_rate",
+                              hint="set training.learning_rate")
+        return cls.learning_rates[family]
+
+    @classmethod
+    def default_settings(cls, spec: StrategySpec, family: str) -> dict[str, Any]:
+        """The spec's defaults that shape what trains, as ``sft-hub plan`` shows them (targets,
+        rank...): values, or words where the value is decided with the model in hand."""
+        return {}
+
+    @classmethod
+    def defaults_for(cls, spec: StrategySpec, family: str) -> StrategyDefaults:
+        return StrategyDefaults(strategy=cls.name, family=family,
+                                learning_rate=cls.default_learning_rate(spec, family),
+                                measured=cls.measured, settings=cls.default_settings(spec, family))
+
+    def defaults(self) -> StrategyDefaults:
+        return self.defaults_for(self.spec, self.task.recipe.model.backend)
 
     def card_facts(self) -> dict[str, Any]:
         """The contract as JSON, for ``run_info.json`` (``strategy_contract``): what the model
@@ -292,6 +359,11 @@ def check_strategy_class(cls: type) -> None:
     if not isinstance(weights, dict) or missing:
         fail(f"`weights` must describe every layout its saved forms can be pushed as "
              f"(missing: {', '.join(missing) or 'weights'})")
+    rates = getattr(cls, "learning_rates", None)
+    if not isinstance(rates, dict) or set(cls.backends) - set(rates) or not all(
+            isinstance(v, float) and v > 0 for v in rates.values()):
+        fail(f"`learning_rates` must give a positive default learning rate (a float) for every "
+             f"backend it supports ({', '.join(cls.backends)}), measured (benchmarks/defaults.py)")
     for hook in ("saved_form", "spec_saving"):
         if len(forms) > 1 and getattr(cls, hook).__func__ is getattr(Strategy, hook).__func__:
             fail(f"saves one of {forms}: override {hook} (which form a spec chose / set one)")

@@ -32,6 +32,8 @@ class BitFit(Strategy):
     trains = "the bias terms and the task head"
     weights = {"model": "the full model; fine-tuning changed only its bias terms and the task "
                         "head, every other weight is the base model's"}
+    # benchmarks/defaults.py (README "Strategy defaults")
+    learning_rates = {"transformers": 5e-3, "timm": 5e-3}
 
     def setup(self, model: Any) -> Any:
         layout = self.layout(model)

@@ -72,6 +72,20 @@ class Freeze(Strategy):
     spec: FreezeSpec
     trains = "the task head and the last layers (strategy.train_last_n_layers)"
     weights = {"model": "the full fine-tuned model"}
+    # benchmarks/defaults.py (README "Strategy defaults"): with layers training (the rate every
+    # trained layer gets) and head only (a linear probe needs a far larger rate)
+    learning_rates = {"transformers": 5e-4, "timm": 2e-3}
+    head_only_learning_rates = {"transformers": 1e-2, "timm": 1e-2}
+
+    @classmethod
+    def default_learning_rate(cls, spec: FreezeSpec, family: str) -> float:
+        trains_layers = spec.train_last_n_layers != 0 or bool(spec.unfreeze_schedule)
+        rates = cls.learning_rates if trains_layers else cls.head_only_learning_rates
+        return rates[family] if family in rates else super().default_learning_rate(spec, family)
+
+    @classmethod
+    def default_settings(cls, spec: FreezeSpec, family: str) -> dict[str, Any]:
+        return {"train_last_n_layers": spec.train_last_n_layers}
 
     @classmethod
     def engine_limits(cls, spec: FreezeSpec) -> dict[str, EngineLimit]:

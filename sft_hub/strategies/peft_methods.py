@@ -5,9 +5,12 @@ Shared behaviour (:class:`AdapterStrategy`):
 * the task head found by :mod:`.layers` is trained fully and saved with the adapter (peft
   ``modules_to_save``) and kept out of the adapter's targets;
 * ``target_modules`` entries are checked against the model when it is built: an entry that matches
-  no module is an error listing the module names there are; when omitted, peft's
-  per-architecture default is used, or when peft has none (ViT, DistilBERT, timm models...) every
-  linear layer outside the head, or every ordinary 2-d convolution for convolutional networks;
+  no module is an error listing the module names there are; when omitted, LoRA adapts every
+  linear layer outside the head (peft's ``all-linear``), or every ordinary 2-d convolution for
+  convolutional networks; IA3 uses peft's per-architecture default, or the same layers where peft
+  has none. These defaults, each method's rank and its default learning rate come from
+  ``benchmarks/defaults.py`` (README "Strategy defaults"): on small budgets LoRA on peft's BERT
+  default (query, value) trails full fine-tuning by points that every linear layer closes;
 * the adapter records the base model as ``model.name`` (its Hub id), not the local path it was
   loaded from, so ``AutoPeftModelFor<Task>.from_pretrained(run_dir)`` fetches the right base;
 * ``save: adapter | merged | both``: merged writes a plain model (loadable by
@@ -35,11 +38,14 @@ TARGETS_HELP = ("module names (a name matches itself and any module path ending 
                 "regular expression matched against full module paths, or all-linear")
 
 
+DEFAULT_TARGETS = ("every linear layer outside the head (all-linear); in convolutional networks "
+                   "every 2-d convolution")
+
+
 class AdapterSpec(StrategySpec):
     target_modules: ModuleNames = Field(
-        None, description=f"modules to adapt: {TARGETS_HELP}; default: peft's choice for the "
-        "architecture, else every linear (in convolutional networks: 2-d convolution) layer "
-        "outside the head")
+        None, description=f"modules to adapt: {TARGETS_HELP}; default (lora): "
+        f"{DEFAULT_TARGETS}; (ia3): peft's choice for the architecture, else the same")
     save: Literal["adapter", "merged", "both"] = Field(
         "adapter", description="adapter: adapter weights + head; merged: a plain model; both: "
         "merged at the root and the adapter in adapter/")
@@ -95,6 +101,11 @@ class AdapterStrategy(Strategy):
 
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         raise NotImplementedError
+
+    @classmethod
+    def default_settings(cls, spec: AdapterSpec, family: str) -> dict[str, Any]:
+        return {"target_modules": spec.target_modules if spec.target_modules is not None
+                else cls.default_targets_text}
 
     def setup(self, model: Any) -> Any:
         from peft import get_peft_model
@@ -177,6 +188,17 @@ def default_layers(model: Any, head: list[str]) -> list[tuple[str, Any]]:
     return conv
 
 
+def default_targets(model: Any, head: list[str]) -> Union[str, list[str]]:
+    """LoRA's default targets: ``all-linear`` (peft: every linear layer, here outside the head)
+    where the model has linear layers outside the head, else every ordinary 2-d convolution."""
+    import torch.nn as nn
+
+    layers = default_layers(model, head)
+    if isinstance(layers[0][1], nn.Linear):
+        return "all-linear"
+    return [n for n, _ in layers]
+
+
 def narrows(module: Any) -> bool:
     """A feed-forward projection back down (fc2, conv_pwl): more inputs than outputs."""
     widths = (getattr(module, "in_features", None) or getattr(module, "in_channels", 0),
@@ -194,15 +216,21 @@ class Lora(AdapterStrategy):
     spec_class = LoraSpec
     spec: LoraSpec
     trains = "low-rank updates of the adapted layers (LoRA) and the task head"
+    # benchmarks/defaults.py (README "Strategy defaults"); DoRA (use_dora) measured at the same rate
+    learning_rates = {"transformers": 2e-3, "timm": 2e-3}
+    default_targets_text = DEFAULT_TARGETS
+
+    @classmethod
+    def default_settings(cls, spec: LoraSpec, family: str) -> dict[str, Any]:
+        return {**super().default_settings(spec, family), "r": spec.r, "alpha": spec.alpha,
+                "dropout": spec.dropout, "use_dora": spec.use_dora}
 
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         from peft import LoraConfig
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
 
         s = self.spec
         self.check_targets(model, layout, s.target_modules, "strategy.target_modules")
-        targets = (s.target_modules or MAP.get(_model_type(model))
-                   or [n for n, _ in default_layers(unwrap(model), layout.head)])
+        targets = s.target_modules or default_targets(unwrap(model), layout.head)
         return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, bias=s.bias,
                           use_dora=s.use_dora, use_rslora=s.use_rslora,
                           target_modules=copy.copy(targets),
@@ -215,6 +243,9 @@ class Ia3(AdapterStrategy):
     spec_class = Ia3Spec
     spec: Ia3Spec
     trains = "learned rescaling vectors of the adapted layers (IA3) and the task head"
+    # benchmarks/defaults.py (README "Strategy defaults")
+    learning_rates = {"transformers": 1e-2, "timm": 1e-2}
+    default_targets_text = "peft's choice for the architecture, else " + DEFAULT_TARGETS
 
     def peft_config(self, model: Any, layout: ModelLayout) -> Any:
         from peft import IA3Config
