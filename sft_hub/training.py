@@ -29,6 +29,7 @@ from .catalog import load_recipe
 from .recipe.load import LoadedRecipe
 from .portable import hub_private, portable_run_info
 from .recipe_checks import check_recipe
+from .speed import SpeedTrainerMixin, apply_speed_defaults, speed_callbacks, speed_facts
 from .run_dir import (CHECKPOINTS, abandon_run_dir, check_run_dir, find_checkpoint, finish_run_dir,
                       publish_final, recover_interrupted_replace, run_directory, start_run_dir)
 from .strategies import get_strategy
@@ -76,11 +77,12 @@ def training_arguments(loaded: LoadedRecipe, task, run_dir: Path):
                           field="training", hint="see transformers.TrainingArguments") from None
 
 
-def _make_trainer(strategy, **kwargs):
+def _make_trainer(strategy, speed=None, **kwargs):
     from transformers import Trainer
 
-    class SftTrainer(Trainer):
-        """Trainer whose optimizer parameter groups come from the strategy when it has any."""
+    class SftTrainer(SpeedTrainerMixin, Trainer):
+        """Trainer whose optimizer parameter groups come from the strategy when it has any, with
+        the run's speed defaults (``speed``: batching, sorted evaluation; sft_hub/speed.py)."""
 
         def create_optimizer(self, model=None):
             if self.optimizer is None:
@@ -91,7 +93,9 @@ def _make_trainer(strategy, **kwargs):
                     return self.optimizer
             return super().create_optimizer(model)
 
-    return SftTrainer(**kwargs)
+    trainer = SftTrainer(**kwargs)
+    trainer.speed = speed
+    return trainer
 
 
 def _final_step(trainer) -> int:
@@ -193,12 +197,14 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
                      callbacks: list, checkpoint, params, started: float, seed: int) -> RunResult:
     r = loaded.recipe
     advice = RunAdvice(loaded, task, params, len(data["train"]), main_process=state.is_main_process)
+    speed = apply_speed_defaults(task, model, args, r.settings, data)  # sft_hub/speed.py
     trainer = _make_trainer(
-        strategy, model=model, args=args, train_dataset=data["train"],
+        strategy, speed=speed, model=model, args=args, train_dataset=data["train"],
         eval_dataset=data["validation"], data_collator=task.data_collator(),
         processing_class=task.processor, compute_metrics=(capture := PredictionCapture(
             advice.compute_metrics)),
-        callbacks=[*strategy.callbacks(), *control_callbacks(r.training), *callbacks])
+        callbacks=[*strategy.callbacks(), *control_callbacks(r.training), *speed_callbacks(speed),
+                   *callbacks])
     check_strategy_fits_engine(strategy, trainer)
     capture.trainer = trainer  # keeps validation predictions for the report (evaluation.py)
     try:
@@ -305,6 +311,7 @@ def _run_info(loaded: LoadedRecipe, task, trainer, params, started: float, *, se
         "data_fingerprint": fingerprint(loaded.recipe.data, loaded.base_dir),
         "best_checkpoint": _relative(trainer.state.best_model_checkpoint, work_dir),
         "training_arguments": _effective_arguments(trainer.args),
+        "speed": speed_facts(trainer),  # the speed defaults and why (sft_hub/speed.py)
     }
 
 

@@ -238,16 +238,19 @@ class BadImages:
 
 def find_bad_images(values: Iterable[Any], *, split: str, skip: bool,
                     bad: BadImages | None = None) -> list[int]:
-    """Decode every image once; return the indices of unreadable ones.
+    """Check every image file's header (:func:`check_image_header`: no pixels are decoded, so this
+    costs a file open and a small read per image); return the indices of unreadable ones.
 
     With ``skip=False`` the first unreadable image raises a :class:`DataError` naming the file (so a
-    corrupt file fails the run before training, not hours into it); with ``skip=True`` each one is
-    recorded in ``bad``.
+    missing, empty or non-image file fails the run before training, not hours into it); with
+    ``skip=True`` each one is recorded in ``bad``. A file whose header is sound but whose pixels do
+    not decode (a truncated download) is found when training first reads it, with the same error
+    (or skipped and counted): :class:`ImageProblems`.
     """
     indices = []
     for i, value in enumerate(values):
         try:
-            open_image(value, name=image_name(value, default=f"{split} row {i}"))
+            check_image_header(value, name=image_name(value, default=f"{split} row {i}"))
         except DataError as exc:
             if not skip:
                 raise
@@ -255,3 +258,98 @@ def find_bad_images(values: Iterable[Any], *, split: str, skip: bool,
             if bad is not None:
                 bad.add(split, exc.file or f"{split} row {i}", exc.message)
     return indices
+
+
+# -- headers: checking without decoding ----------------------------------------------------------
+#: Leading bytes of common formats; anything else is identified by Pillow (header only).
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+               (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+_HEADER_BYTES = 32
+
+
+def _header_problem(head: bytes) -> str | None:
+    """Why these leading bytes cannot start a readable image (None: they can, or the format is
+    not one :data:`_SIGNATURES` knows)."""
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        if head[8:16] != b"\x00\x00\x00\rIHDR":
+            return "PNG signature without an IHDR header chunk"
+        if int.from_bytes(head[16:20], "big") == 0 or int.from_bytes(head[20:24], "big") == 0:
+            return "PNG header gives a zero width or height"
+    return None
+
+
+def _known_signature(head: bytes) -> bool:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    return any(head.startswith(sig) for sig, _ in _SIGNATURES)
+
+
+def check_image_header(value: Any, *, name: str | None = None) -> None:
+    """Raise the same :class:`DataError` as :func:`open_image` when ``value`` cannot be an image,
+    reading only its header: a missing or empty file, or one that is no image format. Known
+    formats (PNG, JPEG, GIF, TIFF, BMP, WebP) are recognised by their leading bytes; others are
+    identified by Pillow without decoding pixels. Embedded bytes and in-memory images are left to
+    the first read (reading them here would cost as much as the data)."""
+    path = None
+    if isinstance(value, (str, os.PathLike)):
+        path = value
+    elif isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
+        path = value["path"]
+    if path is None or "://" in str(path):
+        return
+    name = name or str(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEADER_BYTES)
+        problem = _header_problem(head)
+        if problem is None and not _known_signature(head):
+            from PIL import Image
+
+            with Image.open(path):  # identifies the format from its header; decodes nothing
+                pass
+    except Exception as exc:
+        raise DataError(f"cannot read image: {exc}", file=name, hint=SKIP_HINT) from exc
+    if problem is not None:
+        raise DataError(f"cannot read image: {problem}", file=name, hint=SKIP_HINT)
+
+
+# -- images that fail when training reads them -----------------------------------------------------
+class ImageProblems:
+    """Images that passed the header check but failed to decode when training read them.
+
+    The batch transform (which may run in a DataLoader worker) cannot raise a clean error or count
+    anything the main process sees, so it hands each failure back with the batch
+    (``bad_images``: ``(split, file, message)``); the Trainer hands the batch to
+    :meth:`take` on the main process, which raises the same :class:`DataError` as the header check
+    or, with ``skip``, counts the image once (``bad``) and keeps the run's note up to date.
+    """
+
+    key = "bad_images"
+
+    def __init__(self, bad: BadImages, *, skip: bool, notes: list[str]):
+        self.bad, self.skip, self.notes = bad, skip, notes
+        self._seen: set[tuple[str, str]] = set()
+
+    def take(self, batch: dict[str, Any]) -> dict[str, Any]:
+        problems = batch.pop(self.key, None) or []
+        for split, file, message in problems:
+            if not self.skip:
+                raise DataError(message, file=file, hint=SKIP_HINT)
+            if (split, file) in self._seen:
+                continue  # met again in a later epoch: counted once
+            self._seen.add((split, file))
+            before = self.bad.summary() if self.bad.count else None
+            self.bad.add(split, file, message)
+            import logging
+
+            logging.getLogger(__name__).warning("skipping unreadable image %s: %s", file, message)
+            if before in self.notes:
+                self.notes[self.notes.index(before)] = self.bad.summary()
+            else:
+                self.notes.append(self.bad.summary())
+        if problems and "pixel_values" not in batch:
+            raise DataError(f"every image of a {problems[0][0]} batch is unreadable (first: "
+                            f"{problems[0][1]})", file=problems[0][1], hint=SKIP_HINT)
+        return batch

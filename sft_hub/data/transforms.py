@@ -129,8 +129,10 @@ def train_transform(processor: Any, preset: str) -> Callable[[Any], Any]:
 class BatchTransform:
     """A ``set_transform`` function: undecoded images -> ``pixel_values`` (+ ``labels``).
 
-    A file that fails to decode here (it passed the up-front check but changed since) raises
-    :class:`~sft_hub.errors.DataError` naming it.
+    A file that fails to decode here (its header passed the up-front check) gets ``pixel_values``
+    None and its ``(split, file, message)`` under ``bad_images``; :func:`collate` leaves it out of
+    the batch and hands the problem to the main process (:class:`~sft_hub.data.images.ImageProblems`),
+    which raises the file-naming :class:`~sft_hub.errors.DataError` or skips and counts it.
     """
 
     def __init__(self, transform: Callable, image_column: str, label_column: str, split: str):
@@ -140,19 +142,52 @@ class BatchTransform:
         self.split = split
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        pixels = [self.transform(open_image(v, name=image_name(v, default=f"{self.split} image")))
-                  for v in batch[self.image_column]]
+        from ..errors import DataError
+
+        pixels, problems = [], []
+        for v in batch[self.image_column]:
+            try:
+                image = open_image(v, name=image_name(v, default=f"{self.split} image"))
+            except DataError as exc:
+                pixels.append(None)
+                problems.append((self.split, exc.file, exc.message))
+                continue
+            pixels.append(self.transform(image))
+            problems.append(None)
         out: dict[str, list] = {"pixel_values": pixels}
         if self.label_column in batch:
             out["labels"] = batch[self.label_column]
+        if any(problems):
+            out["bad_images"] = problems
         return out
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack ``pixel_values`` and ``labels`` of transformed examples into a batch."""
+    """Stack ``pixel_values`` and ``labels`` of transformed examples into a batch; examples whose
+    image did not decode are left out and listed under ``bad_images``."""
     import torch
 
-    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples])}
-    if "labels" in examples[0]:
-        batch["labels"] = torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long)
+    problems = [e["bad_images"] for e in examples if e.get("bad_images")]
+    examples = [e for e in examples if e["pixel_values"] is not None]
+    batch: dict[str, Any] = {}
+    if examples:
+        batch["pixel_values"] = torch.stack([e["pixel_values"] for e in examples])
+        if "labels" in examples[0]:
+            batch["labels"] = torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long)
+    if problems:
+        batch["bad_images"] = problems
     return batch
+
+
+class ImageCollator:
+    """:func:`collate` plus the main-process side of images found unreadable during training
+    (``take_side_channel``, called by sft-hub's Trainer before a batch reaches the model)."""
+
+    def __init__(self, problems: Any):
+        self.problems = problems
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(examples)
+
+    def take_side_channel(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return self.problems.take(batch)

@@ -179,6 +179,18 @@ class TrainingExtras(Strict):
         "evaluation besides the task's own metrics: a local module folder (holding <folder>.py) "
         "or .py file, relative to the recipe, or a Hub id (needs the network)",
         json_schema_extra=hub(HUB_REFUSED))  # evaluate modules are Python scripts: they run code
+    # Speed defaults (sft_hub/speed.py): each decided per task and device, each switchable.
+    speed_defaults: bool = Field(
+        True, description="false: none of sft-hub's speed defaults (length-grouped batches, "
+        "length-sorted evaluation, device-sized evaluation batch, DataLoader workers, "
+        "channels_last); the plain Trainer settings run", json_schema_extra=hub(HUB_ANY))
+    sort_eval_by_length: Optional[bool] = Field(
+        None, description="evaluate and predict longest inputs first, predictions restored to "
+        "dataset order (default: on for tasks whose inputs have a length)",
+        json_schema_extra=hub(HUB_ANY))
+    channels_last: Optional[bool] = Field(
+        None, description="train a convolutional image model in channels_last memory layout "
+        "(default: on for convolutional models on CUDA)", json_schema_extra=hub(HUB_ANY))
 
 
 # sft-hub's defaults for TrainingArguments fields: the one place each is written. Evaluate and save

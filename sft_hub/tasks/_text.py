@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from ..data.value_checks import handle_empty_texts
+from ..data.parallel import map_processes
 from ..recipe.schema import Column, DataSpec, OptionalColumn, Switch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,6 +31,7 @@ class TextInputs:
     pipeline_task = "text-classification"
     peft_task_type = "SEQ_CLS"
     usage_input = 'inputs = "I would watch this film again tomorrow."'
+    length_feature = "input_ids"  # batches grouped and evaluation sorted by length (speed.py)
 
     @classmethod
     def auto_model_class(cls):
@@ -75,7 +77,9 @@ class TextInputs:
             enc["labels"] = batch[d.label_column]
             return enc
 
+        speed = self.recipe.settings.extras.speed_defaults  # several processes for large data
         return DatasetDict({split: ds.map(tokenize, batched=True, remove_columns=ds.column_names,
+                                          num_proc=map_processes(len(ds), enabled=speed),
                                           desc=f"tokenizing {split}") for split, ds in raw.items()})
 
     def input_columns(self) -> list[str]:

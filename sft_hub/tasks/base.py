@@ -104,6 +104,11 @@ class Task:
     # expression printed; ``classifier`` is the pipeline. Run by the tests against a saved model.
     usage_input: ClassVar[str] = 'inputs = "Hello world"'
     usage_output: ClassVar[str] = "classifier(inputs)"
+    # What the speed defaults ask (sft_hub/speed.py): the model input whose length batches are
+    # grouped and evaluation sorted by (None: inputs have no length), and whether inputs are images
+    # decoded per batch (DataLoader workers, pinned memory, channels_last convolutions help).
+    length_feature: ClassVar[Optional[str]] = None
+    image_inputs: ClassVar[bool] = False
     # Derived from ``metrics``/``best_metric`` (see __init_subclass__); read by training.py.
     default_metric: ClassVar[str]
     greater_is_better: ClassVar[bool]

@@ -3,9 +3,10 @@
 Data: a Hub dataset with an Image column, image folders (``data.files.train: photos/train`` laid
 out as ``<label>/<image>``), or CSV/JSON tables with an image-path column (paths relative to the
 table's folder) and a label column. Every image is opened as RGB by
-:func:`sft_hub.data.images.open_image`; every image of the final splits is decoded once before
-training, so a corrupt file fails the run up front, naming the file, or is skipped and reported
-(``data.skip_bad_images: true``).
+:func:`sft_hub.data.images.open_image`; every image file's header is checked before training (a
+missing, empty or non-image file fails the run up front, naming the file), and pixels are decoded
+only when training reads them (a file that fails then raises the same error); with
+``data.skip_bad_images: true`` either kind is skipped and reported.
 
 Models: ``model.backend: transformers`` loads ``AutoModelForImageClassification`` and
 ``AutoImageProcessor`` (ViT, ConvNeXt, ResNet, Swin, and timm checkpoints on the Hub);
@@ -51,6 +52,7 @@ class ImageClassification(SingleLabelTask):
     name = "image-classification"
     data_spec = ImageClassificationData
     pipeline_task = "image-classification"
+    image_inputs = True  # decoded per batch: workers, pinned memory, channels_last (speed.py)
     input_files = True
     usage_input = ('from PIL import Image\n\n'
                    'inputs = Image.new("RGB", (224, 224), "white")  # or Image.open("photo.jpg")')
@@ -136,13 +138,19 @@ class ImageClassification(SingleLabelTask):
         return self._check_images(super().load_eval_data(raw))
 
     def _check_images(self, dsd: "DatasetDict") -> "DatasetDict":
-        """Decode every image once: an unreadable one fails, naming the file, or is dropped and
-        counted (``data.skip_bad_images``)."""
+        """Check every image file's header (no decoding: the time to the first step barely grows
+        with the data): an unreadable one fails, naming the file, or is dropped and counted
+        (``data.skip_bad_images``). Pixels that do not decode are found when training reads them
+        (same error, or skipped and counted: data/images.py ImageProblems); so are images embedded
+        in a Hub dataset, which are not read up front at all."""
         from datasets import DatasetDict
 
         spec = self.recipe.data
         out = {}
         for split, ds in dsd.items():
+            if not spec.files:  # Hub data: the bytes are in the dataset; reading them costs the data
+                out[split] = ds
+                continue
             values = (v for batch in ds.select_columns([spec.image_column]).iter(batch_size=256)
                       for v in batch[spec.image_column])
             bad = find_bad_images(values, split=split, skip=spec.skip_bad_images,
@@ -233,9 +241,12 @@ class ImageClassification(SingleLabelTask):
             for split, ds in raw.items()})
 
     def data_collator(self):
-        from ..data.transforms import collate
+        from ..data.images import ImageProblems
+        from ..data.transforms import ImageCollator
 
-        return collate
+        # images that decode badly during training fail or are skipped on the main process
+        return ImageCollator(ImageProblems(self.bad_images, skip=self.recipe.data.skip_bad_images,
+                                           notes=self.notes))
 
     # -- eval and predict ----------------------------------------------------------------------
     @classmethod

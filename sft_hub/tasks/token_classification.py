@@ -62,6 +62,7 @@ class TokenClassification(Task):
     pipeline_kwargs = {"aggregation_strategy": "simple"}
     peft_task_type = "TOKEN_CLS"
     usage_input = 'inputs = "Ada Lovelace was born in London."'
+    length_feature = "input_ids"  # batches grouped and evaluation sorted by length (speed.py)
 
     @classmethod
     def auto_model_class(cls):

@@ -1,0 +1,478 @@
+"""Speed defaults: what sft-hub does faster than a plain ``Trainer`` script, each one switchable.
+
+Decided once per run by :func:`plan_speed` from the task contract (``Task.length_feature``: the
+model input whose length batches are grouped by; ``Task.image_inputs``: inputs are images decoded
+per batch), the device and the recipe, applied to the TrainingArguments and the model, and
+recorded in ``run_info.json`` under ``speed`` (each default: its value and why).
+
+=============================  ===========================================  =====================================
+default                        applies to                                   turn it off / set it
+=============================  ===========================================  =====================================
+length-grouped train batches   tasks with a ``length_feature`` (text, NER)  ``training.train_sampling_strategy: random``
+length-sorted evaluation       the same (predictions restored to order)     ``training.sort_eval_by_length: false``
+eval batch size for the device every task, unless the recipe sets it        ``training.per_device_eval_batch_size: N``
+DataLoader workers             ``image_inputs`` tasks on an accelerator     ``training.dataloader_num_workers: N``
+pinned memory                  every task on an accelerator                 ``training.dataloader_pin_memory: false``
+channels_last                  ``image_inputs`` + convolutions, on CUDA     ``training.channels_last: false``
+all of the above               --                                           ``training.speed_defaults: false``
+=============================  ===========================================  =====================================
+
+Length grouping uses transformers' own megabatch algorithm (random megabatches of 50 batches,
+sorted inside), with the lengths read from the Arrow column in one C pass and a per-epoch seed,
+so resuming a run replays exactly the same batches. Length-sorted evaluation feeds the evaluation
+set longest first and puts the predictions back into dataset order before ``compute_metrics``
+sees them, so every metric is the one unsorted evaluation gives.
+
+The same module holds the pure helpers the benchmarks print GPU figures with (dense bf16 peak
+FLOP/s per device, training FLOPs, model FLOPs utilisation).
+
+Nothing here imports torch at module level.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence
+
+from .errors import RecipeError
+
+#: The per-example inference memory estimate is multiplied by this (allocator slack, the model's
+#: own buffers, the logits the evaluation loop keeps).
+SAFETY = 2.0
+#: Share of free accelerator memory (or of available RAM on CPU) an evaluation batch may use.
+MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}
+#: Largest evaluation batch chosen per device kind (beyond it nothing gets faster).
+EVAL_BATCH_CAP = {"cuda": 1024, "cpu": 128}
+#: Activation memory of an image model at inference, as a multiple of its input (conservative for
+#: ResNet/EfficientNet stems and ViT blocks).
+IMAGE_ACTIVATION_FACTOR = 48
+MAX_WORKERS = 8
+
+
+@dataclass
+class SpeedPlan:
+    """The speed defaults of one run (recorded in ``run_info.json`` as ``speed``)."""
+
+    group_by_length: bool = False
+    sort_eval_by_length: bool = False
+    length_feature: Optional[str] = None
+    per_device_eval_batch_size: int = 0
+    dataloader_num_workers: int = 0
+    dataloader_pin_memory: bool = False
+    channels_last: bool = False
+    device: str = "cpu"
+    why: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- deciding -------------------------------------------------------------------------------------
+def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
+    """Decide every speed default for this run (see the module docstring); nothing is applied.
+
+    ``settings`` is the recipe's :class:`~sft_hub.recipe.schema.TrainingSettings`; ``args`` the
+    TrainingArguments already built; ``model`` the prepared model.
+    """
+    user = settings.recipe
+    extras = settings.extras
+    enabled = bool(getattr(extras, "speed_defaults", True))
+    length_feature = getattr(task, "length_feature", None)
+    images = bool(getattr(task, "image_inputs", False))
+    device = _device_kind(args)
+    plan = SpeedPlan(length_feature=length_feature, device=device)
+    why = plan.why
+    off = "training.speed_defaults: false"
+
+    # length-grouped training batches
+    if "train_sampling_strategy" in user:
+        plan.group_by_length = user["train_sampling_strategy"] == "group_by_length"
+        why["group_by_length"] = f"recipe: train_sampling_strategy {user['train_sampling_strategy']}"
+    elif not enabled:
+        why["group_by_length"] = off
+    elif length_feature is None:
+        why["group_by_length"] = "the task's inputs have no length"
+    else:
+        plan.group_by_length = True
+        why["group_by_length"] = f"default: batches of similar {length_feature} length pad less"
+    if plan.group_by_length and length_feature is None:
+        plan.length_feature = "input_ids"  # the recipe asked: transformers' own default input
+
+    # length-sorted evaluation
+    asked = getattr(extras, "sort_eval_by_length", None)
+    if asked is not None:
+        if asked and length_feature is None:
+            raise RecipeError(f"{task.name} inputs have no length to sort evaluation batches by",
+                              field="training.sort_eval_by_length",
+                              hint="remove training.sort_eval_by_length")
+        plan.sort_eval_by_length = bool(asked)
+        why["sort_eval_by_length"] = f"recipe: sort_eval_by_length {str(asked).lower()}"
+    elif not enabled:
+        why["sort_eval_by_length"] = off
+    elif length_feature is None:
+        why["sort_eval_by_length"] = "the task's inputs have no length"
+    else:
+        plan.sort_eval_by_length = True
+        why["sort_eval_by_length"] = "default: longest first, predictions restored to dataset order"
+    if plan.sort_eval_by_length and getattr(args, "batch_eval_metrics", False):
+        plan.sort_eval_by_length = False
+        why["sort_eval_by_length"] = "off: batch_eval_metrics computes metrics batch by batch"
+
+    # evaluation batch size: decided later from the data (choose_eval_batch_size), recorded here
+    plan.per_device_eval_batch_size = int(args.per_device_eval_batch_size)
+    if "per_device_eval_batch_size" in user:
+        why["per_device_eval_batch_size"] = "recipe"
+    elif not enabled:
+        why["per_device_eval_batch_size"] = f"{off} (sft-hub's fixed default)"
+
+    # DataLoader workers
+    plan.dataloader_num_workers = int(args.dataloader_num_workers)
+    if "dataloader_num_workers" in user:
+        why["dataloader_num_workers"] = "recipe"
+    elif not enabled:
+        why["dataloader_num_workers"] = off
+    elif not images:
+        why["dataloader_num_workers"] = "batches are collated from tokenized rows: no work to overlap"
+    elif device == "cpu":
+        why["dataloader_num_workers"] = ("CPU training: the model's own threads use every core, "
+                                         "so workers would only compete with them")
+    else:
+        plan.dataloader_num_workers = default_workers(os.cpu_count() or 1, _local_processes())
+        why["dataloader_num_workers"] = ("default: images are decoded and augmented beside the "
+                                         f"{device} steps")
+
+    plan.dataloader_pin_memory = bool(args.dataloader_pin_memory)
+    why["dataloader_pin_memory"] = ("recipe" if "dataloader_pin_memory" in user else
+                                    "default: on with an accelerator, off on CPU")
+
+    # channels_last
+    asked = getattr(extras, "channels_last", None)
+    if asked is not None:
+        plan.channels_last = bool(asked)
+        why["channels_last"] = f"recipe: channels_last {str(asked).lower()}"
+    elif not enabled:
+        why["channels_last"] = off
+    elif not images or not has_convolutions(model):
+        why["channels_last"] = "the model has no 2-D convolutions"
+    elif device != "cuda":
+        why["channels_last"] = (f"{device}: not faster there (on CUDA it is the memory layout "
+                                "tensor-core convolutions run in)")
+    else:
+        plan.channels_last = True
+        why["channels_last"] = "default: convolutional model on CUDA"
+    return plan
+
+
+def apply_speed_defaults(task: Any, model: Any, args: Any, settings: Any, data: Any) -> SpeedPlan:
+    """Decide (:func:`plan_speed`) and apply the speed defaults to ``args`` and ``model``."""
+    plan = plan_speed(task, settings, args, model)
+    if "per_device_eval_batch_size" not in plan.why:
+        plan.per_device_eval_batch_size, why = pick_eval_batch_size(plan, args, model, data)
+        plan.why["per_device_eval_batch_size"] = why
+    args.per_device_eval_batch_size = plan.per_device_eval_batch_size
+    args.dataloader_num_workers = plan.dataloader_num_workers
+    if plan.channels_last:
+        import torch
+
+        model.to(memory_format=torch.channels_last)
+    return plan
+
+
+def default_workers(cpus: int, processes: int = 1) -> int:
+    """DataLoader workers per process for image decoding: the process's share of the cores, less
+    one for the training loop itself, at least 1 and at most :data:`MAX_WORKERS`."""
+    share = max(1, cpus // max(1, processes))
+    return max(1, min(MAX_WORKERS, share - 1))
+
+
+def _local_processes() -> int:
+    try:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _device_kind(args: Any) -> str:
+    try:
+        return str(args.device.type)
+    except Exception:  # pragma: no cover - device setup failed: treat as CPU
+        return "cpu"
+
+
+def has_convolutions(model: Any) -> bool:
+    import torch.nn as nn
+
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+# -- evaluation batch size --------------------------------------------------------------------
+def choose_eval_batch_size(*, budget_bytes: float, per_example_bytes: float, floor: int,
+                           cap: int) -> int:
+    """The largest power of two whose batch fits ``budget_bytes`` at ``per_example_bytes`` each,
+    kept between ``floor`` (the training batch: evaluation holds no gradients, so a batch that
+    trains also evaluates) and ``cap``."""
+    floor = max(1, int(floor))
+    if per_example_bytes <= 0 or budget_bytes <= 0:
+        return max(floor, 1)
+    fits = int(budget_bytes // per_example_bytes)
+    size = 2 ** int(math.log2(fits)) if fits >= 1 else 1
+    return max(floor, min(int(cap), size))
+
+
+def text_example_bytes(length: int, config: Any, dtype_bytes: int = 4) -> float:
+    """Peak inference activations of one example of ``length`` tokens in a transformer encoder:
+    the feed-forward and attention projections of one layer plus its attention matrices."""
+    hidden = int(getattr(config, "hidden_size", 768) or 768)
+    inner = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
+    heads = int(getattr(config, "num_attention_heads", 12) or 12)
+    return SAFETY * dtype_bytes * (length * (inner + 4 * hidden) + 2 * heads * length * length)
+
+
+def image_example_bytes(shape: Sequence[int], dtype_bytes: int = 4) -> float:
+    """Peak inference activations of one image input of ``shape`` (C, H, W)."""
+    return SAFETY * dtype_bytes * IMAGE_ACTIVATION_FACTOR * math.prod(int(s) for s in shape)
+
+
+def memory_budget(device: str, share: Optional[float] = None) -> float:
+    """Bytes an evaluation batch may use: a share of free accelerator memory, or of available RAM."""
+    share = MEMORY_SHARE.get(device, 0.25) if share is None else share
+    if device == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return share * free
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        available = 8 << 30
+    return share * available
+
+
+def pick_eval_batch_size(plan: SpeedPlan, args: Any, model: Any, data: Any) -> tuple[int, str]:
+    """The evaluation batch for this device, from the memory one example takes (the longest
+    evaluation example for text, one transformed image otherwise)."""
+    device = plan.device if plan.device in EVAL_BATCH_CAP else "cpu"
+    dtype_bytes = 2 if (getattr(args, "bf16", False) or getattr(args, "fp16", False)) else 4
+    evals = [data[s] for s in ("validation", "test") if s in data] if data is not None else []
+    per_example = 0.0
+    try:
+        if plan.length_feature and evals:
+            longest = max(max(input_lengths(ds, plan.length_feature), default=0) for ds in evals)
+            per_example = text_example_bytes(longest, getattr(model, "config", None), dtype_bytes)
+        elif evals and len(evals[0]):
+            pixels = evals[0][0].get("pixel_values")
+            if pixels is not None:
+                per_example = image_example_bytes(tuple(pixels.shape), dtype_bytes)
+    except Exception:  # an estimate only: fall back to the training batch
+        per_example = 0.0
+    size = choose_eval_batch_size(budget_bytes=memory_budget(device),
+                                  per_example_bytes=per_example,
+                                  floor=int(args.per_device_train_batch_size),
+                                  cap=EVAL_BATCH_CAP[device])
+    return size, (f"default: chosen for {device} ({per_example / 2**20:.1f} MiB per example "
+                  f"estimated, at most {EVAL_BATCH_CAP[device]})")
+
+
+# -- lengths, grouping, sorting --------------------------------------------------------------
+def input_lengths(dataset: Any, feature: str) -> list[int]:
+    """Length of ``feature`` (a list column such as ``input_ids``) per row, in dataset order.
+
+    A ``datasets.Dataset`` is read as Arrow (one C pass, honouring any selection of rows); other
+    datasets are indexed row by row.
+    """
+    try:
+        import pyarrow.compute as pc
+
+        table = dataset.select_columns([feature]).with_format("arrow")[:]
+        return pc.list_value_length(table.column(feature)).to_pylist()
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return [len(dataset[i][feature]) for i in range(len(dataset))]
+
+
+def sorted_order(lengths: Sequence[int]) -> list[int]:
+    """Row indices longest first (stable: equal lengths keep dataset order)."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def restore_order(value: Any, order: Sequence[int]) -> Any:
+    """Undo a row permutation: ``value[k]`` belongs to dataset row ``order[k]``; the result holds
+    dataset row ``i`` at ``i``. Works on arrays and (nested) tuples/lists of arrays; None stays."""
+    import numpy as np
+
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return type(value)(restore_order(v, order) for v in value)
+    array = np.asarray(value)
+    if array.ndim == 0 or len(array) != len(order):
+        return value
+    out = np.empty_like(array)
+    out[np.asarray(order)] = array
+    return out
+
+
+def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int):
+    """transformers' length-grouped sampler over precomputed ``lengths``, reseeded each epoch
+    (``set_epoch``), so every process and every resumed run draws the same batches."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self):
+            super().__init__(batch_size, lengths=lengths)
+            self.seed, self.epoch = int(seed), 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = int(epoch)
+
+        def __iter__(self):
+            self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            return super().__iter__()
+
+    return EpochSeededLengthGroupedSampler()
+
+
+class SpeedTrainerMixin:
+    """The Trainer methods the speed defaults need (mixed into sft-hub's Trainer subclass).
+
+    ``self.speed`` is the run's :class:`SpeedPlan` (None: plain Trainer behaviour).
+    """
+
+    speed: Optional[SpeedPlan] = None
+
+    def _get_train_sampler(self, train_dataset=None):
+        plan = self.speed
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if plan is None or not plan.group_by_length or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        args = self.args
+        return length_grouped_sampler(
+            input_lengths(dataset, plan.length_feature), args.train_batch_size * args.gradient_accumulation_steps,
+            seed=args.data_seed if args.data_seed is not None else args.seed)
+
+    def _get_eval_sampler(self, eval_dataset):
+        if self.speed is not None and self.args.train_sampling_strategy == "group_by_length":
+            # transformers would shuffle evaluation into length megabatches; evaluation order is
+            # sft-hub's (sorted and restored, or dataset order)
+            import torch
+
+            return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 \
+                else None
+        return super()._get_eval_sampler(eval_dataset)
+
+    def _sorted_loader(self, dataset, make):
+        plan = self.speed
+        if plan is None or not plan.sort_eval_by_length or dataset is None \
+                or not hasattr(dataset, "select"):
+            return make(dataset)
+        order = sorted_order(input_lengths(dataset, plan.length_feature))
+        loader = make(dataset.select(order))
+        loader.sft_length_order = order
+        return loader
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        dataset = eval_dataset
+        if isinstance(dataset, str):
+            dataset = self.eval_dataset[dataset]
+        elif dataset is None:
+            dataset = self.eval_dataset
+        if isinstance(dataset, dict):  # several evaluation sets: evaluate() calls per name
+            return super().get_eval_dataloader(eval_dataset)
+        return self._sorted_loader(dataset, super().get_eval_dataloader)
+
+    def get_test_dataloader(self, test_dataset):
+        return self._sorted_loader(test_dataset, super().get_test_dataloader)
+
+    def evaluation_loop(self, dataloader, *args, **kwargs):
+        order = getattr(dataloader, "sft_length_order", None)
+        if order is None:
+            return super().evaluation_loop(dataloader, *args, **kwargs)
+        compute = self.compute_metrics
+        if compute is not None:
+            from transformers import EvalPrediction
+
+            def in_dataset_order(p):
+                return compute(EvalPrediction(
+                    predictions=restore_order(p.predictions, order),
+                    label_ids=restore_order(p.label_ids, order),
+                    inputs=restore_order(p.inputs, order), losses=restore_order(p.losses, order)))
+
+            self.compute_metrics = in_dataset_order
+        try:
+            output = super().evaluation_loop(dataloader, *args, **kwargs)
+        finally:
+            self.compute_metrics = compute
+        return output._replace(predictions=restore_order(output.predictions, order),
+                               label_ids=restore_order(output.label_ids, order))
+
+    def _prepare_inputs(self, inputs):
+        take = getattr(self.data_collator, "take_side_channel", None)
+        if take is not None and isinstance(inputs, dict):
+            inputs = take(inputs)
+        return super()._prepare_inputs(inputs)
+
+
+def channels_last_callback():
+    """Puts the model back into the standard memory layout when training ends (safetensors saves
+    only contiguous tensors, and the saved model must not depend on a training-time layout)."""
+    from transformers import TrainerCallback
+
+    class ContiguousAtEnd(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if model is not None:
+                import torch
+
+                model.to(memory_format=torch.contiguous_format)
+
+    return ContiguousAtEnd()
+
+
+def speed_callbacks(plan: Optional[SpeedPlan]) -> list:
+    return [channels_last_callback()] if plan is not None and plan.channels_last else []
+
+
+def speed_facts(trainer: Any) -> Optional[dict[str, Any]]:
+    plan = getattr(trainer, "speed", None)
+    return plan.to_json() if plan is not None else None
+
+
+# -- GPU throughput figures (benchmarks) ------------------------------------------------------
+#: Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, per device name fragment (vendor data
+#: sheets; SXM figures where a part has several forms, PCIe/NVL listed first where they differ).
+DENSE_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("GB200", 2500.0), ("B200", 2250.0), ("B100", 1750.0),
+    ("H200", 989.0), ("H100 PCIE", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H800", 989.0),
+    ("GH200", 989.0), ("H20", 148.0),
+    ("A100", 312.0), ("A800", 312.0), ("A10G", 70.0), ("A10", 125.0), ("A30", 165.0),
+    ("A40", 149.7), ("A6000", 154.8), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0),
+    ("RTX 6000 ADA", 364.0), ("RTX 4090", 165.2), ("RTX 3090", 71.0),
+)
+
+
+def peak_bf16_flops(device_name: str) -> Optional[float]:
+    """Dense bf16 peak FLOP/s of a GPU from its name (``torch.cuda.get_device_name``), or None
+    when the device is not in :data:`DENSE_BF16_TFLOPS`."""
+    name = " ".join(device_name.upper().replace("-", " ").split())
+    for fragment, tflops in DENSE_BF16_TFLOPS:
+        if fragment in name:
+            return tflops * 1e12
+    return None
+
+
+def training_flops(parameters: int, tokens: float) -> float:
+    """Model FLOPs of training on ``tokens`` tokens (or images): 6 x parameters x tokens
+    (forward 2, backward 4 per parameter and token)."""
+    return 6.0 * float(parameters) * float(tokens)
+
+
+def inference_flops(parameters: int, tokens: float) -> float:
+    """Model FLOPs of a forward pass over ``tokens`` tokens: 2 x parameters x tokens."""
+    return 2.0 * float(parameters) * float(tokens)
+
+
+def mfu(flops: float, seconds: float, peak: Optional[float]) -> Optional[float]:
+    """Model FLOPs utilisation: achieved FLOP/s over the device's peak (None without a peak)."""
+    if not peak or seconds <= 0:
+        return None
+    return flops / seconds / peak

@@ -1,0 +1,309 @@
+"""Speed defaults (sft_hub/speed.py): each one on by default where the task contract says it applies,
+each switch honoured and recorded in run_info.json; length-sorted evaluation gives the metrics and
+predictions of unsorted evaluation; image files are checked by their headers, and pixels that do
+not decode are found when training reads them (same file-naming error, or skipped and counted).
+
+Tiny models only; no wall-clock asserts (the speed itself is measured by benchmarks/)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sft_hub import speed
+from sft_hub.errors import DataError, RecipeError
+from sft_hub.training import train
+
+from .conftest import make_text_rows, write_csv
+from .contract_fixtures import image_classification_timm, token_classification
+
+
+def _run_info(result) -> dict:
+    return json.loads((result.run_dir / "run_info.json").read_text())
+
+
+class SamplerProbe:
+    """A Trainer callback that records the training sampler's and the eval loader's classes."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        probe = self
+
+        class Probe(TrainerCallback):
+            def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
+                probe.train_sampler = type(train_dataloader.batch_sampler.sampler).__name__
+                probe.eval_batch_size = args.per_device_eval_batch_size
+
+        self.callback = Probe()
+
+
+# -- pure functions ---------------------------------------------------------------------------
+def test_choose_eval_batch_size_fits_the_budget_between_floor_and_cap():
+    assert speed.choose_eval_batch_size(budget_bytes=1000, per_example_bytes=10, floor=8,
+                                        cap=1024) == 64  # 100 fit: largest power of two
+    assert speed.choose_eval_batch_size(budget_bytes=1000, per_example_bytes=500, floor=16,
+                                        cap=1024) == 16  # never below the training batch
+    assert speed.choose_eval_batch_size(budget_bytes=1e12, per_example_bytes=1, floor=8,
+                                        cap=128) == 128
+    assert speed.choose_eval_batch_size(budget_bytes=1e9, per_example_bytes=0, floor=32,
+                                        cap=128) == 32  # no estimate: the training batch
+
+
+def test_restore_order_undoes_a_sort_for_nested_predictions():
+    lengths = [3, 9, 1, 9, 5]
+    order = speed.sorted_order(lengths)
+    assert order == [1, 3, 4, 0, 2]  # longest first, ties in dataset order
+    logits = np.arange(10.0).reshape(5, 2)
+    labels = np.array([0, 1, 2, 3, 4])
+    sorted_logits, sorted_labels = logits[order], labels[order]
+    restored = speed.restore_order((sorted_logits, [sorted_logits]), order)
+    assert np.array_equal(restored[0], logits) and np.array_equal(restored[1][0], logits)
+    assert np.array_equal(speed.restore_order(sorted_labels, order), labels)
+    assert speed.restore_order(None, order) is None
+
+
+def test_input_lengths_read_from_arrow_follow_a_row_selection():
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"input_ids": [[1] * n for n in (4, 1, 7, 2)], "labels": [0, 1, 0, 1]})
+    assert speed.input_lengths(ds, "input_ids") == [4, 1, 7, 2]
+    assert speed.input_lengths(ds.select([2, 0]), "input_ids") == [7, 4]
+
+
+def test_length_grouped_sampler_is_seeded_per_epoch_and_groups_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 100, 800).tolist()
+    a, b = (speed.length_grouped_sampler(lengths, 8, seed=3) for _ in range(2))
+    first = list(a)
+    assert sorted(first) == list(range(800))
+    assert list(b) == first  # same seed, same epoch: same batches (resume, every process)
+    b.set_epoch(1)
+    assert list(b) != first  # a new order each epoch
+
+    def padding(order):
+        batches = [order[i:i + 8] for i in range(0, len(order), 8)]
+        return sum(max(lengths[j] for j in bt) * len(bt) - sum(lengths[j] for j in bt)
+                   for bt in batches)
+
+    assert padding(first) < 0.2 * padding(rng.permutation(800).tolist())
+
+
+def test_default_workers_leave_a_core_for_the_training_loop():
+    assert speed.default_workers(16) == 8  # capped
+    assert speed.default_workers(16, processes=4) == 3
+    assert speed.default_workers(2) == 1
+    assert speed.default_workers(1) == 1
+
+
+def test_gpu_figures_peak_flops_and_mfu():
+    assert speed.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert speed.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
+    assert speed.peak_bf16_flops("NVIDIA H200") == 989e12
+    assert speed.peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert speed.peak_bf16_flops("NVIDIA L4") == 121e12
+    assert speed.peak_bf16_flops("NVIDIA L40S") == 362e12
+    assert speed.peak_bf16_flops("Some Future Accelerator") is None
+    assert speed.training_flops(1_000_000, 2_000) == 1.2e10
+    assert speed.inference_flops(1_000_000, 2_000) == 4e9
+    assert speed.mfu(speed.training_flops(10**9, 10**5), 1.0, 989e12) == pytest.approx(0.6067, 1e-3)
+    assert speed.mfu(1e12, 1.0, None) is None
+
+
+# -- text: defaults on, switches honoured, recorded ---------------------------------------------
+def _varied_text_dir(root: Path) -> Path:
+    """Messages of 1 to 12 words, so that sorting and grouping change the batches."""
+    d = root / "varied"
+    for split, n, seed in (("train", 48, 1), ("validation", 30, 2), ("test", 25, 3)):
+        rows = make_text_rows(n, seed=seed)
+        for i, row in enumerate(rows):
+            row["text"] = " ".join([row["text"]] * (1 + i % 3))[: 5 + (i * 7) % 60]
+        write_csv(d / f"{split}.csv", rows)
+    return d
+
+
+@pytest.fixture
+def varied_recipe(text_recipe, tmp_path):
+    d = _varied_text_dir(tmp_path)
+    text_recipe["data"]["files"] = {s: str(d / f"{s}.csv") for s in ("train", "validation", "test")}
+    text_recipe["data"]["max_length"] = 32
+    text_recipe["training"]["num_train_epochs"] = 1
+    return text_recipe
+
+
+def test_text_defaults_are_on_and_recorded(varied_recipe, write_recipe):
+    probe = SamplerProbe()
+    result = train(write_recipe(varied_recipe), callbacks=[probe.callback])
+    facts = _run_info(result)["speed"]
+    assert facts["group_by_length"] is True and facts["sort_eval_by_length"] is True
+    assert facts["length_feature"] == "input_ids"
+    assert probe.train_sampler == "EpochSeededLengthGroupedSampler"
+    assert facts["per_device_eval_batch_size"] == probe.eval_batch_size >= 8
+    assert facts["why"]["per_device_eval_batch_size"].startswith("default: chosen for cpu")
+    assert facts["channels_last"] is False and facts["dataloader_num_workers"] == 0
+
+
+def test_text_switches_are_honoured_and_recorded(varied_recipe, write_recipe):
+    probe = SamplerProbe()
+    result = train(write_recipe(varied_recipe), [
+        "training.train_sampling_strategy=random", "training.sort_eval_by_length=false",
+        "training.per_device_eval_batch_size=5"], callbacks=[probe.callback])
+    facts = _run_info(result)["speed"]
+    assert facts["group_by_length"] is False and facts["sort_eval_by_length"] is False
+    assert facts["why"]["group_by_length"] == "recipe: train_sampling_strategy random"
+    assert facts["per_device_eval_batch_size"] == probe.eval_batch_size == 5
+    assert facts["why"]["per_device_eval_batch_size"] == "recipe"
+    assert probe.train_sampler != "EpochSeededLengthGroupedSampler"
+
+
+def test_speed_defaults_false_turns_every_default_off(varied_recipe, write_recipe):
+    result = train(write_recipe(varied_recipe), ["training.speed_defaults=false"])
+    facts = _run_info(result)["speed"]
+    assert not facts["group_by_length"] and not facts["sort_eval_by_length"]
+    assert facts["per_device_eval_batch_size"] == 64  # sft-hub's fixed default (TRAINING_DEFAULTS)
+    assert all("speed_defaults: false" in facts["why"][k]
+               for k in ("group_by_length", "sort_eval_by_length", "per_device_eval_batch_size"))
+
+
+def test_sorted_evaluation_gives_the_metrics_of_unsorted_evaluation(varied_recipe, write_recipe):
+    """Same training (random batches in both), evaluation sorted or not: every metric the same."""
+    common = ["training.train_sampling_strategy=random", "training.per_device_eval_batch_size=4"]
+    on = train(write_recipe(varied_recipe), common + ["output.dir=run-on"])
+    off = train(write_recipe(varied_recipe),
+                common + ["output.dir=run-off", "training.sort_eval_by_length=false"])
+    assert _run_info(on)["speed"]["sort_eval_by_length"] is True
+    for split in ("validation", "test"):
+        a, b = on.metrics[split], off.metrics[split]
+        assert set(a) == set(b)
+        for key in a:
+            if key in ("loss",):
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6)
+            elif "runtime" not in key and "per_second" not in key:
+                assert a[key] == b[key], (split, key)
+
+
+def test_sorted_predict_returns_predictions_in_dataset_order(tiny_bert_dir, tmp_path):
+    """predict() with and without sorting: the same logits row by row, labels in dataset order."""
+    import torch
+    from datasets import Dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
+                              DataCollatorWithPadding, Trainer, TrainingArguments)
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    texts = [" ".join(["win free prize"] * (1 + i % 5))[: 4 + 3 * i] for i in range(23)]
+    ds = Dataset.from_dict({**tok(texts, truncation=True, max_length=40),
+                            "labels": [i % 2 for i in range(23)]})
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+
+    class T(speed.SpeedTrainerMixin, Trainer):
+        pass
+
+    def run(sort: bool):
+        args = TrainingArguments(output_dir=str(tmp_path / "t"), per_device_eval_batch_size=4,
+                                 report_to="none", use_cpu=True)
+        trainer = T(model=model, args=args, data_collator=DataCollatorWithPadding(tok),
+                    compute_metrics=lambda p: {"first_label": float(p.label_ids[0]),
+                                               "acc": float((p.predictions.argmax(-1)
+                                                             == p.label_ids).mean())})
+        trainer.speed = speed.SpeedPlan(sort_eval_by_length=sort, length_feature="input_ids")
+        return trainer.predict(ds)
+
+    plain, ordered = run(False), run(True)
+    assert np.array_equal(ordered.label_ids, np.array(ds["labels"]))
+    np.testing.assert_allclose(ordered.predictions, plain.predictions, rtol=1e-5, atol=1e-6)
+    assert ordered.metrics["test_acc"] == plain.metrics["test_acc"]
+    assert ordered.metrics["test_first_label"] == 0.0  # compute_metrics saw dataset order
+
+
+# -- token and image tasks --------------------------------------------------------------------
+def test_token_classification_groups_and_sorts_by_length(tmp_path, write_recipe):
+    fixture = token_classification(tmp_path)
+    recipe = {**fixture.recipe, "training": {"num_train_epochs": 1, "per_device_train_batch_size": 4,
+                                             "disable_tqdm": True},
+              "output": {"dir": str(tmp_path / "run")}}
+    result = train(write_recipe(recipe))
+    facts = _run_info(result)["speed"]
+    assert facts["group_by_length"] and facts["sort_eval_by_length"]
+    assert facts["length_feature"] == "input_ids"
+
+
+def _timm_recipe(tmp_path):
+    fixture = image_classification_timm(tmp_path)
+    return {**fixture.recipe, "training": {"num_train_epochs": 1, "per_device_train_batch_size": 3,
+                                           "disable_tqdm": True},
+            "output": {"dir": str(tmp_path / "run")}}
+
+
+def test_image_defaults_and_channels_last_switch(tmp_path, write_recipe):
+    recipe = _timm_recipe(tmp_path)
+    result = train(write_recipe(recipe), ["training.channels_last=true"])
+    facts = _run_info(result)["speed"]
+    assert not facts["group_by_length"] and not facts["sort_eval_by_length"]
+    assert facts["why"]["group_by_length"] == "the task's inputs have no length"
+    assert facts["channels_last"] is True and facts["why"]["channels_last"].startswith("recipe")
+    assert facts["dataloader_num_workers"] == 0  # CPU
+    assert (result.run_dir / "model.safetensors").is_file()  # saved in the standard layout
+    default = train(write_recipe(recipe), ["output.dir=run2"])
+    assert _run_info(default)["speed"]["channels_last"] is False  # CPU: off by default
+
+
+def test_sorting_an_image_task_is_refused(tmp_path, write_recipe):
+    with pytest.raises(RecipeError, match="no length"):
+        train(write_recipe(_timm_recipe(tmp_path)), ["training.sort_eval_by_length=true"])
+
+
+# -- images: headers up front, pixels when read -------------------------------------------------
+def _truncate(folder: Path) -> Path:
+    """A PNG whose header is sound but whose pixel data is cut off."""
+    from PIL import Image
+
+    bad = folder / "dark" / "truncated.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:60])
+    return bad
+
+
+def test_header_check_flags_non_images_but_not_truncated_pixels(tmp_path):
+    from PIL import Image
+
+    from sft_hub.data.images import check_image_header
+
+    good = tmp_path / "ok.png"
+    Image.new("RGB", (8, 8)).save(good)
+    check_image_header(str(good))
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(good.read_bytes()[:40])
+    check_image_header(str(truncated))  # header intact: found when decoded
+    for name, data in (("empty.png", b""), ("text.png", b"not an image"),
+                       ("fake.png", b"\x89PNG\r\n\x1a\n not really")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match="cannot read image") as err:
+            check_image_header(str(tmp_path / name))
+        assert err.value.file == str(tmp_path / name) and "skip_bad_images" in err.value.hint
+    with pytest.raises(DataError):
+        check_image_header({"path": str(tmp_path / "missing.png"), "bytes": None})
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_pixels_that_fail_during_training_name_the_file(tmp_path, write_recipe, workers):
+    recipe = _timm_recipe(tmp_path)
+    bad = _truncate(tmp_path / "images")
+    with pytest.raises(DataError) as err:
+        train(write_recipe(recipe), [f"training.dataloader_num_workers={workers}"])
+    assert err.value.file == str(bad.resolve())
+    assert err.value.message.startswith("cannot read image")
+    assert "Traceback" not in str(err.value)  # raised on the main process, not a worker dump
+    assert not (tmp_path / "run" / "run_info.json").exists()
+
+
+def test_pixels_that_fail_during_training_are_skipped_and_counted(tmp_path, write_recipe):
+    recipe = _timm_recipe(tmp_path)
+    recipe["data"]["skip_bad_images"] = True
+    recipe["training"]["num_train_epochs"] = 2
+    _truncate(tmp_path / "images")
+    result = train(write_recipe(recipe))
+    notes = _run_info(result)["notes"]
+    assert any("skipped 1 unreadable image" in n and "truncated.png" in n for n in notes), notes
