@@ -18,8 +18,8 @@ from sft_hub.evaluation import bootstrap_interval, calibration, evaluate
 from sft_hub.predict import predict
 
 from .conftest import make_text_rows, write_csv
-from .contract_fixtures import (image_classification_vit, multi_label_text_classification,
-                               token_classification)
+from .contract_fixtures import (image_classification_timm, image_classification_vit,
+                               multi_label_text_classification, token_classification)
 from .hub_server import hub_server  # noqa: F401  (pytest fixture)
 
 TRAINING = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
@@ -429,3 +429,25 @@ def test_eval_and_predict_a_pushed_model(text_run, hub_server, tmp_path, monkeyp
     assert main(["predict", "hf://sft-tester/spam", "--input", str(tmp_path / "in.csv"),
                  "--output", str(tmp_path / "p.csv"), "--quiet"]) == 0
     assert len(_read(tmp_path / "p.csv")) == 12
+
+
+def test_timm_run_eval_and_predictions_equal_the_pipeline(tmp_path_factory, tmp_path):
+    from PIL import Image
+    from transformers import pipeline
+
+    root = tmp_path_factory.mktemp("timm-run")
+    fixture = image_classification_timm(root)
+    run = _train({**fixture.recipe, "training": TRAINING, "output": {"dir": str(root / "run")}},
+                 root)
+    recorded = json.loads((run / "metrics.json").read_text())["validation"]
+    assert evaluate(run, split="validation").metrics["accuracy"] == recorded["accuracy"]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, colour in enumerate(("white", "black", "gray")):
+        Image.new("RGB", (36, 30), colour).save(folder / f"{i}.png")
+    predict(run, folder, tmp_path / "p.jsonl", progress=False)
+    classify = pipeline("image-classification", model=str(run), device="cpu")
+    for row in _read(tmp_path / "p.jsonl"):
+        best = classify(row["image"], top_k=1)[0]
+        assert row["label"] == best["label"]
+        assert row["score"] == pytest.approx(best["score"], abs=1e-5)
