@@ -29,7 +29,7 @@ train them anyway), so the grid can run in pieces and in parallel shards::
     nice -n 10 python benchmarks/defaults.py --suite sst2-2000 --shard 1/2 --threads 1 &
     python benchmarks/defaults.py --table                                # print what is measured
     python benchmarks/defaults.py --list --suite digits                 # the points, no training
-    python benchmarks/defaults.py --suite sst2-2000 --only 'lora.*default'   # a regex on point ids
+    python benchmarks/defaults.py --suite sst2-2000 --only 'lora-defaults' 'full__'  # by id, in order
 
 Data: ../shared/data next to the repository (``--data DIR``: text/sst2/{train,validation}.csv).
 """
@@ -130,7 +130,7 @@ def _digits_points() -> list[Point]:
     P = lambda label, strategy, lr, ep=1: Point("digits", label, strategy, lr, ep)  # noqa: E731
     return [P("full", {"name": "full"}, 2e-3),
             P("lora r16 (every conv)", lora(16, None), 2e-3),
-            P("freeze head only", {"name": "freeze"}, 1e-2)]
+            P("freeze head only", {"name": "freeze", "train_last_n_layers": 0}, 1e-2)]
 
 
 SUITES = {"sst2-2000": lambda: _sst2_points("sst2-2000") + defaults_points("sst2-2000"),
@@ -262,6 +262,25 @@ def measure(points: list[Point], args) -> None:
                   f"wall={figures['wall_seconds']}s", flush=True)
 
 
+FAMILY = {"sst2-2000": "transformers", "sst2-500": "transformers", "wnut17": "transformers",
+          "digits": "timm"}
+
+
+def current_default(row: dict) -> bool:
+    """Whether a row trained exactly what a bare ``strategy: {name: X}`` trains today (same spec
+    once LoRA's ``target_modules: all-linear`` is read as the default it is, same learning rate)."""
+    from sft_hub.strategies import STRATEGIES
+
+    spec_data = dict(row["strategy"])
+    cls = STRATEGIES.all()[spec_data["name"]]
+    if spec_data.get("target_modules") == ALL_LINEAR and spec_data["name"] == "lora":
+        spec_data.pop("target_modules")
+    spec = cls.spec_class(**spec_data)
+    bare = cls.spec_class(**{k: v for k, v in spec_data.items() if k in ("name", "use_dora")})
+    lr = cls.default_learning_rate(bare, FAMILY[row["suite"]])
+    return spec.model_dump() == bare.model_dump() and abs(row["learning_rate"] - lr) < 1e-12
+
+
 def table(results: Path, suites: list[str]) -> str:
     found = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
     lines = []
@@ -272,15 +291,17 @@ def table(results: Path, suites: list[str]) -> str:
         metric = METRIC[suite]
         order = {p.key: i for i, p in enumerate(SUITES[suite]())}
         rows.sort(key=lambda r: order.get(r["point"], len(order)))
-        full = [r["validation"][metric] for r in rows if r["label"] == "full (defaults)"]
+        full = [r["validation"][metric] for r in rows
+                if r["strategy"] == {"name": "full"} and current_default(r)]
         lines += [f"### {suite} ({rows[0]['steps']} steps, validation {metric})", "",
-                  f"| strategy | learning rate | trainable | {metric} | vs full (defaults) |",
-                  "|---|---:|---:|---:|---:|"]
+                  f"| strategy | learning rate | trainable | {metric} | vs full at its default "
+                  "| today's default |", "|---|---:|---:|---:|---:|:---:|"]
         for r in rows:
             lr = f"{r['learning_rate']:g}" + (" (default)" if r["lr_set"] is None else "")
             gap = (f"{100 * (r['validation'][metric] - full[0]):+.1f}" if full else "")
             lines.append(f"| {r['label']} | {lr} | {r['trainable_percent']:.2f}% | "
-                         f"{r['validation'][metric]:.4f} | {gap} |")
+                         f"{r['validation'][metric]:.4f} | {gap} | "
+                         f"{'yes' if current_default(r) else ''} |")
         loads = [r["load_average"] for r in rows]
         lines += ["", f"{rows[0]['hardware']}; 5-minute load {min(loads)}-{max(loads)}; "
                       f"torch {rows[0]['versions'].get('torch')}, peft "
@@ -291,7 +312,8 @@ def table(results: Path, suites: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", nargs="+", choices=list(SUITES), default=["sst2-2000"])
-    p.add_argument("--only", help="regular expression: run the points whose id matches")
+    p.add_argument("--only", nargs="+", metavar="REGEX",
+                   help="run the points whose id matches one of these, in this order")
     p.add_argument("--shard", default="0/1", help="i/n: run every n-th point from the i-th")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -306,8 +328,12 @@ def main() -> None:
         return run_one(args.run_one[0], args.run_one[1], int(args.run_one[2]))
     suites = args.suite if args.suite != ["sst2-2000"] or not args.table else list(SUITES)
     if not args.table:
-        points = [pt for s in args.suite for pt in SUITES[s]()
-                  if not args.only or re.search(args.only, pt.key)]
+        points = [pt for s in args.suite for pt in SUITES[s]()]
+        if args.only:  # in the order of the expressions: the first that matches places a point
+            rank = {pt.key: next((i for i, rx in enumerate(args.only) if re.search(rx, pt.key)),
+                                 None) for pt in points}
+            points = sorted((pt for pt in points if rank[pt.key] is not None),
+                            key=lambda pt: rank[pt.key])
         if not args.rerun:  # shards split what is left to measure
             points = [pt for pt in points if not (args.results / f"{pt.key}.json").exists()]
         i, n = map(int, args.shard.split("/"))

@@ -94,7 +94,8 @@ def test_unknown_architecture_names_what_to_set():
      2 * 2 * (4 * (32 + 32) + 32) + HEAD),  # + a magnitude vector per adapted module
     ({"name": "ia3"}, 2 * (32 + 32 + 32 + 37) + HEAD),  # key, value out; both output.dense inputs
     ({"name": "ia3", "target_modules": ["query"]}, 2 * 32 + HEAD),
-    ({"name": "freeze"}, HEAD),
+    ({"name": "freeze"}, 2 * LAYER + POOLER + HEAD),  # default: the last 2 layers
+    ({"name": "freeze", "train_last_n_layers": 0}, HEAD),
     ({"name": "freeze", "train_last_n_layers": 1}, LAYER + POOLER + HEAD),
     ({"name": "freeze", "train_last_n_layers": "all"}, 2 * LAYER + POOLER + HEAD),
     ({"name": "freeze", "train_last_n_layers": 2, "freeze_embeddings": False}, BERT_TOTAL),
@@ -189,7 +190,8 @@ def test_schedule_beyond_training_epochs_is_rejected():
 
 def test_layer_decay_needs_trainable_backbone_layers():
     with pytest.raises(RecipeError) as e:
-        make_strategy({"name": "freeze"}, {"layer_decay": 0.8}).prepare(tiny_bert())
+        make_strategy({"name": "freeze", "train_last_n_layers": 0},
+                      {"layer_decay": 0.8}).prepare(tiny_bert())
     assert e.value.field == "training.layer_decay"
 
 

@@ -69,8 +69,8 @@ def test_default_applies_only_when_the_recipe_sets_no_learning_rate(text_recipe,
 
 def test_freeze_head_only_and_with_layers_get_different_rates():
     freeze = STRATEGIES.all()["freeze"]
-    head = freeze.spec_class().defaults("transformers").learning_rate
-    layers = freeze.spec_class(train_last_n_layers=2).defaults("transformers").learning_rate
+    head = freeze.spec_class(train_last_n_layers=0).defaults("transformers").learning_rate
+    layers = freeze.spec_class().defaults("transformers").learning_rate  # default: last 2
     assert head == freeze.head_only_learning_rates["transformers"]
     assert layers == freeze.learning_rates["transformers"] and head > layers
 
