@@ -496,4 +496,24 @@ def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str],
              and not f.startswith(f"{EVAL_FOLDER}/")]
     if plots:
         sections += ["## Plots", "\n\n".join(f"![{Path(p).stem}]({p})" for p in plots)]
+    sections += _sweep_sections(Path(run_dir))
     return f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+
+
+SWEEP_FOLDER = "sweep"  # the best run of `sft-hub sweep`: its leaderboard and plots
+
+
+def _sweep_sections(run_dir: Path) -> list[str]:
+    """The leaderboard of the sweep this run won (``sweep/leaderboard.md``), if it did."""
+    try:
+        text = (run_dir / SWEEP_FOLDER / "leaderboard.md").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    lines = text.strip().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    plots = sorted(p.name for p in (run_dir / SWEEP_FOLDER).glob("*.png"))
+    intro = ("This model is the best trial of an `sft-hub sweep` (selected on the validation "
+             "split; every trial below, and the plots "
+             + ", ".join(f"`{SWEEP_FOLDER}/{p}`" for p in plots) + " in this repository).")
+    return ["## Hyperparameter sweep", intro + "\n" + "\n".join(lines)]

@@ -46,3 +46,9 @@ def recipe_model(task_name: str) -> type[RecipeBase]:
 def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> LoadedRecipe:
     """Read, compose and validate a recipe (see :func:`sft_hub.recipe.load.load_recipe`)."""
     return _load.load_recipe(ref, overrides, recipe_model=recipe_model)
+
+
+def load_variant(loaded: LoadedRecipe, values: dict, *, source: str,
+                 drop: Iterable[str] = ()) -> LoadedRecipe:
+    """``loaded`` with values set at dotted keys (see :func:`sft_hub.recipe.load.load_variant`)."""
+    return _load.load_variant(loaded, values, source=source, recipe_model=recipe_model, drop=drop)

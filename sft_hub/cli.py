@@ -16,6 +16,8 @@ from .predict import predict, summary
 from .hub import PUSH_FORMS, push_run
 from .hub_refs import parse_hf_ref, recipe_from_model_repo
 from .plan import format_plan, plan
+from .sweep import sweep
+from .sweep_space import combinations, describe, sweep_plan
 from .training import train
 from .validation import validate
 
@@ -64,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint of the run directory (or this one)")
     t.set_defaults(func=_train)
+
+    w = sub.add_parser("sweep", help="tune the recipe's sweep: space with Optuna on the validation "
+                       "split; each trial is a run in <sweep dir>/trials/<n>")
+    w.add_argument("recipe", help="recipe with a sweep: section")
+    w.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    w.add_argument("--resume", action="store_true", help="continue the sweep (after a crash or "
+                   "kill -9: finished trials are kept, interrupted ones run again), or join it as "
+                   "another worker")
+    w.add_argument("--storage", metavar="URL", help="Optuna storage shared by several workers: a "
+                   "database URL (sqlite:///..., postgresql://...) or a journal file on a shared "
+                   "filesystem (default: study.journal in the sweep directory)")
+    w.set_defaults(func=_sweep)
 
     s = sub.add_parser("push", help="push a finished run directory to the Hub (weights, processor, "
                        "recipe.yaml, model card); settings default to the run's hub: section")
@@ -152,6 +166,11 @@ def _validate(args) -> int:
         print(f"# warning: {warning}", file=sys.stderr)
     if args.plan:
         print(format_plan(plan(loaded)), flush=True)
+    if loaded.recipe.sweep is not None:
+        space = sweep_plan(loaded)
+        print(f"# sweep: {space.trials} trials, validation {space.metric} ({space.direction}), "
+              f"{len(combinations(space))} combinations of the space checked:\n"
+              + describe(space), file=sys.stderr)
     print(f"# ok: {args.recipe} is valid", file=sys.stderr)
     return 0
 
@@ -164,6 +183,11 @@ def _train(args) -> int:
         raise RecipeError("no recipe given", hint="sft-hub train RECIPE.yaml [key=value ...], or "
                           "sft-hub train --from hf://org/model-repo")
     train(recipe, overrides, overwrite=args.overwrite, resume=args.resume)
+    return 0
+
+
+def _sweep(args) -> int:
+    sweep(args.recipe, list(args.overrides), resume=args.resume, storage=args.storage)
     return 0
 
 

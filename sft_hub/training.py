@@ -125,23 +125,28 @@ def count_parameters(model) -> dict[str, Any]:
 
 def train(recipe: Union[str, os.PathLike, LoadedRecipe], overrides: Iterable[str] = (), *,
           overwrite: bool = False, resume: Union[bool, str, None] = None,
-          callbacks: Iterable[Any] = ()) -> RunResult:
+          callbacks: Iterable[Any] = (), evaluate_test: bool = True,
+          run_info_extra: Union[dict[str, Any], None] = None) -> RunResult:
     """Train a recipe end to end; returns the run directory and its metrics.
 
     ``resume``: True for the latest checkpoint in the run directory, or a checkpoint path.
     ``callbacks``: extra ``transformers.TrainerCallback`` objects (progress reporting, probes),
     added after the strategy's and the recipe's own (early stopping).
+    ``evaluate_test``: False leaves the test split alone (sweep trials select on validation only);
+    ``run_info_extra``: more keys for ``run_info.json`` (a sweep trial's number and parameters).
 
     Launched by ``accelerate launch`` / ``torchrun``, every process calls this; only the main
     process writes the run directory, prints the summary and pushes.
     """
     loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides)
     with attributed_to(loaded.path):
-        return _train(loaded, overwrite=overwrite, resume=resume, callbacks=list(callbacks))
+        return _train(loaded, overwrite=overwrite, resume=resume, callbacks=list(callbacks),
+                      evaluate_test=evaluate_test, run_info_extra=run_info_extra)
 
 
 def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, None],
-           callbacks: list) -> RunResult:
+           callbacks: list, evaluate_test: bool = True,
+           run_info_extra: Union[dict[str, Any], None] = None) -> RunResult:
     from transformers import set_seed
 
     r = loaded.recipe
@@ -182,7 +187,8 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     try:
         result = _fit_and_publish(loaded, task, strategy, model, args, data, place, state, raw=raw,
                                   callbacks=callbacks, checkpoint=checkpoint, params=params,
-                                  started=started, seed=seed)
+                                  started=started, seed=seed, evaluate_test=evaluate_test,
+                                  run_info_extra=run_info_extra)
     except BaseException:
         if state.is_main_process:
             abandon_run_dir(place)  # the previous run (if any) is untouched
@@ -194,7 +200,9 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
 
 def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, place, state, *,
                      raw=None,
-                     callbacks: list, checkpoint, params, started: float, seed: int) -> RunResult:
+                     callbacks: list, checkpoint, params, started: float, seed: int,
+                     evaluate_test: bool = True,
+                     run_info_extra: Union[dict[str, Any], None] = None) -> RunResult:
     r = loaded.recipe
     advice = RunAdvice(loaded, task, params, len(data["train"]), main_process=state.is_main_process)
     speed = apply_speed_defaults(task, model, args, r.settings, data)  # sft_hub/speed.py
@@ -220,11 +228,12 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
     capture.active = False
     if predicted["validation"] is None:  # no evaluation of the final weights to reuse
         predicted["validation"] = trainer.predict(data["validation"])
-    if "test" in data:
+    if "test" in data and evaluate_test:
         predicted["test"] = trainer.predict(data["test"], metric_key_prefix="test")
         metrics["test"] = _strip_prefix(predicted["test"].metrics, "test")
     run_info = _run_info(loaded, task, trainer, params, started, seed=seed, resumed_from=checkpoint,
                          work_dir=place.work)
+    run_info.update(run_info_extra or {})
     run_info.update(advice.finish(metrics))  # defaults_applied, warnings (advice.py)
     run_info = portable_run_info(run_info, place.final)  # no absolute local paths
     gathered = None

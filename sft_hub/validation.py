@@ -10,6 +10,7 @@ from .catalog import load_recipe
 from .recipe.load import LoadedRecipe
 from .recipe_checks import check_recipe
 from .strategies import get_strategy
+from .sweep_space import check_space
 from .tasks import get_task_class
 
 
@@ -24,4 +25,6 @@ def validate(recipe: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> 
             check_push_form(loaded.recipe.hub.push, loaded.recipe.strategy)
     with attributed_to(loaded.path):
         task.check_data()
+    if loaded.recipe.sweep is not None:  # every corner of the space makes a valid recipe
+        check_space(loaded)
     return loaded

@@ -258,6 +258,46 @@ def load_recipe(ref: Union[str, os.PathLike], overrides: Iterable[str] = (), *,
     return LoadedRecipe(recipe=recipe, path=ref, base_dir=base_dir, resolved=data, origins=origins)
 
 
+def load_variant(loaded: LoadedRecipe, values: dict[str, Any], *, source: str,
+                 recipe_model: RecipeModels, drop: Iterable[str] = ()) -> LoadedRecipe:
+    """``loaded`` with ``values`` set at dotted keys (a sweep trial, a corner of its space),
+    validated like any recipe; ``drop``: top-level sections to remove (``sweep``).
+
+    ``source`` is the file that wrote the values: errors name it, relative paths in them are
+    relative to it, and a recipe from the Hub is held to the same rules as for its own keys (a
+    value replaces a section or a key; it is not merged into a section).
+    """
+    data = copy.deepcopy(loaded.resolved)
+    for section in drop:
+        data.pop(section, None)
+    origins = {k: o for k, o in loaded.origins.items() if k[0] not in set(drop)}
+    written: dict[tuple, Any] = {}
+    for dotted, value in values.items():
+        parts = tuple(dotted.split("."))
+        over: dict = {}
+        node = over
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = copy.deepcopy(value)
+        leaves = _leaf_origins(over, source)
+        if is_hub_ref(source):
+            written.update({leaf: _value_at(over, leaf) for leaf in leaves})
+        else:
+            _rebase_paths(over, Path(source).resolve().parent, loaded.base_dir.resolve())
+        node = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = _value_at(over, parts)
+        origins = {k: o for k, o in origins.items() if k[:len(parts)] != parts}
+        origins.update(_leaf_origins(_value_at(over, parts), source, parts))
+    recipe = validate_data(data, origins, source=loaded.path, recipe_model=recipe_model)
+    _check_hub_policy(recipe, {leaf: o for leaf, o in origins.items() if leaf in written}, written)
+    return LoadedRecipe(recipe=recipe, path=loaded.path, base_dir=loaded.base_dir, resolved=data,
+                        origins=origins)
+
+
 def _value_at(data: Any, path: tuple) -> Any:
     for part in path:
         data = data.get(part) if isinstance(data, dict) else None

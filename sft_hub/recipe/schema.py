@@ -18,6 +18,7 @@ walks every field of every recipe model so that a new field cannot go unclassifi
 """
 from __future__ import annotations
 
+import builtins
 import posixpath
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
@@ -283,6 +284,78 @@ class HubSpec(Strict):
     tags: list[str] = Field(default_factory=list, json_schema_extra=hub(HUB_ANY))
 
 
+class SpaceDim(Strict):
+    """One dimension of a sweep's search space (``sweep.space.<dotted recipe key>``): exactly one
+    of ``choice`` (any recipe values, whole sections too), ``uniform`` / ``loguniform`` (float
+    bounds) or ``int`` (integer bounds, with ``step``; ``log`` for a log scale)."""
+
+    choice: Optional[list[Any]] = Field(None, min_length=1, description="the values to choose from",
+                                        json_schema_extra=hub(HUB_ANY))  # checked key by key
+    uniform: Optional[list[float]] = Field(None, min_length=2, max_length=2,
+                                           description="[low, high]")
+    loguniform: Optional[list[float]] = Field(None, min_length=2, max_length=2,
+                                              description="[low, high], both above 0")
+    int: Optional[list[builtins.int]] = Field(None, min_length=2, max_length=2,
+                                              description="[low, high], both included")
+    step: Optional[Union[builtins.int, float]] = Field(None, gt=0, description="with int (or uniform): "
+                                              "the spacing of the values")
+    log: bool = Field(False, description="with int: sample on a log scale",
+                      json_schema_extra=hub(HUB_ANY))
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("choice", "uniform", "loguniform", "int") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of choice: [...], uniform: [low, high], "
+                             "loguniform: [low, high] or int: [low, high]"
+                             + (f" (got {', '.join(kinds)})" if kinds else ""))
+        kind = kinds[0]
+        if kind != "choice":
+            low, high = getattr(self, kind)
+            if not low <= high:
+                raise ValueError(f"{kind}: low {low} is above high {high}")
+            if kind == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform: the bounds must be above 0 (got {low})")
+        if self.step is not None and kind not in ("int", "uniform"):
+            raise ValueError("step goes with int or uniform")
+        if kind == "int" and self.step is not None and not isinstance(self.step, builtins.int):
+            raise ValueError("int: step must be an integer")
+        if self.log and kind != "int":
+            raise ValueError("log goes with int (use loguniform for floats)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("choice", "uniform", "loguniform", "int") if getattr(self, k) is not None)
+
+
+class SweepSpec(Strict):
+    """``sweep:``: tune recipe keys with Optuna on the validation split (``sft-hub sweep``)."""
+
+    space: dict[str, SpaceDim] = Field(
+        description="dotted recipe keys (training.learning_rate, strategy, strategy.r, data.*, "
+        "model.*) and the values each may take", json_schema_extra=hub(HUB_ANY))
+    trials: Optional[int] = Field(None, ge=1, description="finished trials to reach (default: "
+                                  "every grid point with sampler: grid, else 20)")
+    metric: Optional[str] = Field(None, description="validation metric to optimise (default: the "
+                                  "task's metric)", json_schema_extra=hub(HUB_ANY))
+    direction: Optional[Literal["maximize", "minimize"]] = Field(
+        None, description="default: the metric's own direction", json_schema_extra=hub(HUB_ANY))
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", json_schema_extra=hub(HUB_ANY))
+    pruner: Literal["none", "median", "hyperband"] = Field(
+        "none", description="stop weak trials early from their evaluations",
+        json_schema_extra=hub(HUB_ANY))
+    keep: int = Field(1, ge=0, description="trials that keep their weights (the best ones); the "
+                      "others keep their records")
+    seed: Optional[int] = Field(None, description="sampler seed (default: training.seed)")
+    storage: Optional[str] = Field(
+        None, description="Optuna storage shared by several workers: a database URL "
+        "(sqlite:///..., postgresql://...) or a journal file path (default: study.journal in the "
+        "sweep directory)", json_schema_extra=hub(HUB_REFUSED))
+    study_name: Optional[str] = Field(None, description="default: the sweep directory's name",
+                                      json_schema_extra=hub(HUB_ANY))
+
+
 class RecipeBase(Strict):
     task: str = Field(json_schema_extra=hub(HUB_ANY))
     model: ModelSpec
@@ -290,6 +363,7 @@ class RecipeBase(Strict):
     training: dict[str, Any] = Field(default_factory=dict, json_schema_extra=hub(HUB_PER_KEY))
     output: OutputSpec = Field(default_factory=OutputSpec)
     hub: HubSpec = Field(default_factory=HubSpec)
+    sweep: Optional[SweepSpec] = Field(None, description="hyperparameter sweep (sft-hub sweep)")
 
     @property
     def settings(self) -> TrainingSettings:
