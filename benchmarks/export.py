@@ -221,7 +221,14 @@ def main(argv=None) -> int:
             "onnxruntime": onnxruntime.__version__,
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8")
+    try:  # models measured by an earlier invocation (--only) are kept, each with its own meta
+        kept = [r for r in json.loads(RESULTS.read_text())["results"]
+                if r["model"] not in {x["model"] for x in results}]
+    except (OSError, ValueError, KeyError):
+        kept = []
+    for r in results:
+        r["meta"] = meta
+    RESULTS.write_text(json.dumps({"results": kept + results}, indent=2), encoding="utf-8")
     print(table(results))
     print(json.dumps(meta))
     return 0

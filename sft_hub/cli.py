@@ -99,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="score a trained model on labelled data (default: the run's "
                        "test split) and write eval/<data>/: metrics, per-class table, confusion "
                        "matrix, calibration, confident mistakes")
-    e.add_argument("model", help="run directory, or hf://ORG/MODEL[@REV] pushed by sft-hub")
+    e.add_argument("model", help="run directory, hf://ORG/MODEL[@REV] pushed by sft-hub, or an "
+                   "`sft-hub export` folder (ONNX Runtime, no torch; its model_int8.onnx when "
+                   "there is one, EXPORT/model.onnx for the float model)")
     e.add_argument("--data", help="labelled file, folder or hf://datasets/ID[/CONFIG] in the "
                    "task's format (default: the run's own split)")
     e.add_argument("--split", default="test", help="the run's split (test or validation), or the "
@@ -110,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("predict", help="label new inputs (table, text file, image folder or Hub "
                        "dataset) and write CSV/JSONL")
-    r.add_argument("model", help="run directory, or hf://ORG/MODEL[@REV] pushed by sft-hub")
+    r.add_argument("model", help="run directory, hf://ORG/MODEL[@REV] pushed by sft-hub, or an "
+                   "`sft-hub export` folder (ONNX Runtime, no torch; its model_int8.onnx when "
+                   "there is one, EXPORT/model.onnx for the float model)")
     r.add_argument("--input", required=True, help="CSV/TSV/JSON/JSONL/Parquet, .txt (one example "
                    "a line), an image folder, a table of image paths, or hf://datasets/ID")
     r.add_argument("--output", required=True, help="predictions file (.csv, .tsv or .jsonl)")

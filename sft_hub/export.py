@@ -301,7 +301,8 @@ def export_onnx(model, example: dict[str, Any], path: Path, opset: Optional[int]
         try:
             _quiet(lambda: torch.onnx.export(
                 wrapped, args, str(path), input_names=names, output_names=["logits"],
-                dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=opset or 17,
+                dynamic_axes={**axes, "logits": _logits_axes(model, example)},
+                opset_version=opset or 17,
                 dynamo=False))
             return "torchscript"
         except Exception as e:
@@ -311,6 +312,10 @@ def export_onnx(model, example: dict[str, Any], path: Path, opset: Optional[int]
                       hint="this architecture (or its custom code) has an operation ONNX export "
                       "does not support; serve the run with PyTorch (`sft-hub predict RUN_DIR`) "
                       "or fine-tune an architecture that exports")
+
+
+def _logits_axes(model, example: dict[str, Any]) -> dict[int, str]:
+    return {0: "batch", 1: "sequence"} if scores_are_per_token(example, model) else {0: "batch"}
 
 
 def _needs_external_data(model) -> bool:
@@ -507,8 +512,9 @@ def _build(run: LoadedRun, folder: Path, *, quantize: Optional[str], opset: Opti
                         field="data")
     example = _example(check_batches, _forward_names(model))
     exporter = export_onnx(model, example, folder / MODEL_FILE, opset)
-    float_sess = session(folder / MODEL_FILE)
-    checked = parity(model, float_sess, check_batches)
+    with _runtime_errors(model, "run the exported model"):
+        float_sess = session(folder / MODEL_FILE)
+        checked = parity(model, float_sess, check_batches)
     _say(f"parity on {checked['examples']} validation examples: max |logit diff| "
          f"{checked['max_abs_logit_diff']:.3g} (limit {tolerance:g})")
     if checked["max_abs_logit_diff"] > tolerance:
@@ -530,10 +536,12 @@ def _build(run: LoadedRun, folder: Path, *, quantize: Optional[str], opset: Opti
     sessions = {"float": float_sess}
     models = {"float": MODEL_FILE}
     if quantize == "int8":
-        quantize_int8(folder / MODEL_FILE, folder / INT8_FILE)
-        sessions["int8"] = session(folder / INT8_FILE)
+        with _runtime_errors(model, "quantise the exported model to int8"):
+            quantize_int8(folder / MODEL_FILE, folder / INT8_FILE)
+            sessions["int8"] = session(folder / INT8_FILE)
         models["int8"] = INT8_FILE
-    scores = validation_scores(task, sessions, all_batches)
+    with _runtime_errors(model, "run the exported model"):
+        scores = validation_scores(task, sessions, all_batches)
     best = task.best_metric
     line = "  ".join(f"{name} {best}={scores[name].get(best, float('nan')):.4f}"
                      for name in sessions)
@@ -566,6 +574,25 @@ def _build(run: LoadedRun, folder: Path, *, quantize: Optional[str], opset: Opti
         "sizes_bytes": {name: (folder / f).stat().st_size for name, f in models.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+class _runtime_errors:
+    """ONNX Runtime failing on the exported graph (e.g. an axis the exporter fixed) becomes one
+    ExportError naming the model class; sft-hub's own errors pass through."""
+
+    def __init__(self, model, doing: str):
+        self.model, self.doing = model, doing
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, SftHubError) or not isinstance(exc, Exception):
+            return False
+        raise ExportError(f"ONNX Runtime cannot {self.doing} of the model class "
+                          f"{_model_class(self.model)}: {_first_line(exc)}",
+                          hint="report this model class as unsupported by sft-hub export; serve "
+                          "the run with PyTorch (`sft-hub predict RUN_DIR`)") from None
 
 
 def _example(batches: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:

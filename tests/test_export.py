@@ -12,16 +12,16 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from sft_hub.cli import main
-from sft_hub.export import EXPORT_INFO, ExportError, export_run
+from sft_hub.export import EXPORT_INFO, export_run
 from sft_hub.onnx_predictor import INT8_FILE, MODEL_FILE, load_export
 
 from .conftest import REPO
@@ -67,6 +67,19 @@ def trained_run(workspace: Path, case) -> Path:
         path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
         _RUNS[key] = train(str(path)).run_dir
     return _RUNS[key]
+
+
+_EXPORTS: dict[tuple[str, str], Path] = {}
+
+
+def exported(workspace: Path, case, quantize=None) -> Path:
+    """The export of ``case``'s run (made once per module; tests only read it)."""
+    key = (_case_id(case), quantize or "float")
+    if key not in _EXPORTS:
+        out = workspace / "exports" / "-".join(key)
+        export_run(trained_run(workspace, case), out, quantize=quantize)
+        _EXPORTS[key] = out
+    return _EXPORTS[key]
 
 
 def _input_rows(run_dir: Path) -> tuple[list[str], list[dict]]:
@@ -116,10 +129,8 @@ def test_export_parity_and_predict_equal_pytorch(case, workspace, tmp_path):
 
     run_dir = trained_run(workspace, case)
     quantize = "int8" if case[2]["name"] == "full" and case[1] in ("bert", "timm") else None
-    out = tmp_path / "export"
-    result = export_run(run_dir, out, quantize=quantize)
+    out = exported(workspace, case, quantize)
     info = json.loads((out / EXPORT_INFO).read_text())
-    assert info == result.info
 
     # the folder: model, processor, config with id2label, export_info
     for name in (MODEL_FILE, "config.json", "recipe.yaml", EXPORT_INFO):
@@ -172,8 +183,7 @@ def test_eval_on_export_equals_the_run(workspace, tmp_path):
 
     case = CASES[0]
     run_dir = trained_run(workspace, case)
-    out = tmp_path / "export"
-    export_run(run_dir, out)
+    out = exported(workspace, case)
     data = run_dir.parent.parent / "text" / "validation.jsonl"
     from_run = evaluate(run_dir, str(data), out_dir=tmp_path / "eval-run", device="cpu")
     from_export = evaluate(out, str(data), out_dir=tmp_path / "eval-export")
@@ -186,8 +196,7 @@ def test_eval_on_export_equals_the_run(workspace, tmp_path):
 def test_onnx_path_imports_neither_torch_nor_transformers(case, workspace, tmp_path):
     """``sft-hub predict`` and ``sft-hub eval`` on an export folder, in a fresh process."""
     run_dir = trained_run(workspace, case)
-    out = tmp_path / "export"
-    export_run(run_dir, out, quantize="int8")
+    out = exported(workspace, case, "int8")
     columns, rows = _input_rows(run_dir)
     inputs = _write_jsonl(tmp_path / "inputs.jsonl", rows)
     task = case[0]
@@ -285,11 +294,26 @@ def test_output_folder_rules(workspace, tmp_path, capsys):
     assert (other / "notes.txt").read_text() == "keep me"
 
     out = tmp_path / "export"
-    assert main(["export", str(run_dir), "--output", str(out)]) == 0
-    first = json.loads((out / EXPORT_INFO).read_text())["created"]
+    shutil.copytree(exported(workspace, CASES[0]), out)
+    (out / "stale.txt").write_text("from the earlier export")
     assert main(["export", str(run_dir), "--output", str(out)]) == 2  # no --overwrite
     assert "already holds an export" in capsys.readouterr().err
+    assert (out / "stale.txt").is_file()
     assert main(["export", str(run_dir), "--output", str(out), "--overwrite"]) == 0
-    assert (out / MODEL_FILE).is_file() and json.loads((out / EXPORT_INFO).read_text())["created"]
-    assert first  # the first export was replaced only once the new one was complete
+    assert (out / MODEL_FILE).is_file() and not (out / "stale.txt").exists()
+    assert not list(tmp_path.glob(".export*")), "no staging or old folder left behind"
+    assert "parity" in capsys.readouterr().out
+
     assert main(["export", str(tmp_path / "nope"), "--output", str(tmp_path / "x")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--output", str(run_dir / "inside")]) == 2
+    assert "run directory" in capsys.readouterr().err
+
+
+def test_load_export_picks_the_model(workspace):
+    out = exported(workspace, CASES[0], "int8")
+    assert load_export(out).variant == "int8"  # the folder: the quantised model export made
+    assert load_export(out / MODEL_FILE).variant == "float"
+    assert load_export(out / INT8_FILE).variant == "int8"
+    with pytest.raises(Exception, match="no int8 model"):
+        load_export(exported(workspace, CASES[0]), "int8")
