@@ -26,6 +26,7 @@ torch's FlopCounterMode).
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -317,11 +318,11 @@ def main() -> None:
         print(f"{'':10}training: " + "  ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
     ratios = [b["seconds"] / s["seconds"] for b, s in zip(base.results, sft.results)]
-    print(f"speed-up baseline / sft-hub, wall time: median {sorted(ratios)[len(ratios) // 2]:.2f}x "
+    print(f"speed-up baseline / sft-hub, wall time: median {statistics.median(ratios):.2f}x "
           f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}); median of medians "
           f"{base.median('seconds') / sft.median('seconds'):.2f}x")
     cpu = [b["cpu_s"] / s["cpu_s"] for b, s in zip(base.results, sft.results)]
-    print(f"speed-up baseline / sft-hub, CPU seconds: median {sorted(cpu)[len(cpu) // 2]:.2f}x "
+    print(f"speed-up baseline / sft-hub, CPU seconds: median {statistics.median(cpu):.2f}x "
           f"(per repeat: {', '.join(f'{r:.2f}' for r in cpu)})")
     diffs = [s["test"] - b["test"] for b, s in zip(base.results, sft.results)]
     print(f"test {METRIC[a.task]} sft-hub - baseline: "

@@ -97,7 +97,9 @@ def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
         plan.group_by_length = True
         why["group_by_length"] = f"default: batches of similar {length_feature} length pad less"
     if plan.group_by_length and length_feature is None:
-        plan.length_feature = "input_ids"  # the recipe asked: transformers' own default input
+        raise RecipeError(f"{task.name} inputs have no length to group training batches by",
+                          field="training.train_sampling_strategy",
+                          hint="use train_sampling_strategy: random (the default for this task)")
 
     # length-sorted evaluation
     asked = getattr(extras, "sort_eval_by_length", None)
@@ -249,6 +251,14 @@ def memory_budget(device: str, share: Optional[float] = None) -> float:
     return share * available
 
 
+def model_state_bytes(model: Any) -> float:
+    """Device memory of a model being trained: fp32 weights (4 bytes per parameter) and, per
+    trainable parameter, a gradient and AdamW's two moments (12 bytes)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return 4.0 * total + 12.0 * trainable
+
+
 def pick_eval_batch_size(plan: SpeedPlan, args: Any, model: Any, data: Any) -> tuple[int, str]:
     """The evaluation batch for this device, from the memory one example takes (the longest
     evaluation example for text, one transformed image otherwise)."""
@@ -266,7 +276,10 @@ def pick_eval_batch_size(plan: SpeedPlan, args: Any, model: Any, data: Any) -> t
                 per_example = image_example_bytes(tuple(pixels.shape), dtype_bytes)
     except Exception:  # an estimate only: fall back to the training batch
         per_example = 0.0
-    size = choose_eval_batch_size(budget_bytes=memory_budget(device),
+    budget = memory_budget(device)
+    if device == "cuda":  # the training state stays on the device while evaluating
+        budget -= MEMORY_SHARE["cuda"] * model_state_bytes(model)
+    size = choose_eval_batch_size(budget_bytes=budget,
                                   per_example_bytes=per_example,
                                   floor=int(args.per_device_train_batch_size),
                                   cap=EVAL_BATCH_CAP[device])
@@ -348,7 +361,8 @@ class SpeedTrainerMixin:
             return super()._get_train_sampler(train_dataset)
         args = self.args
         return length_grouped_sampler(
-            input_lengths(dataset, plan.length_feature), args.train_batch_size * args.gradient_accumulation_steps,
+            input_lengths(dataset, plan.length_feature),
+            args.train_batch_size * args.gradient_accumulation_steps,
             seed=args.data_seed if args.data_seed is not None else args.seed)
 
     def _get_eval_sampler(self, eval_dataset):

@@ -250,9 +250,21 @@ def test_image_defaults_and_channels_last_switch(tmp_path, write_recipe):
     assert _run_info(default)["speed"]["channels_last"] is False  # CPU: off by default
 
 
-def test_sorting_an_image_task_is_refused(tmp_path, write_recipe):
-    with pytest.raises(RecipeError, match="no length"):
-        train(write_recipe(_timm_recipe(tmp_path)), ["training.sort_eval_by_length=true"])
+@pytest.mark.parametrize("override", ["training.sort_eval_by_length=true",
+                                      "training.train_sampling_strategy=group_by_length"])
+def test_length_defaults_asked_of_an_image_task_are_refused(tmp_path, write_recipe, override):
+    with pytest.raises(RecipeError, match="no length") as err:
+        train(write_recipe(_timm_recipe(tmp_path)), [override])
+    assert err.value.field == "training." + override.split("=")[0].split(".")[1]
+
+
+def test_cuda_budget_leaves_room_for_the_training_state():
+    import torch
+
+    model = torch.nn.Linear(1000, 1000)  # 1,001,000 parameters, all trainable
+    assert speed.model_state_bytes(model) == 16 * 1_001_000
+    model.weight.requires_grad_(False)
+    assert speed.model_state_bytes(model) == 4 * 1_001_000 + 12 * 1000
 
 
 # -- images: headers up front, pixels when read -------------------------------------------------
