@@ -479,6 +479,11 @@ def sweep(recipe: Union[str, os.PathLike], overrides: Iterable[str] = (), *, res
     """
     import optuna
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RecipeError("sft-hub sweep runs each trial in one process; under a multi-process "
+                          "launch every process would take a trial of its own",
+                          hint="run `sft-hub sweep` without accelerate launch / torchrun, and scale "
+                               "out with more workers on one --storage (one per GPU or machine)")
     loaded = validate(recipe, overrides)
     plan = sweep_plan(loaded)
     check_space(loaded)

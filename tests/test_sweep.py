@@ -362,3 +362,13 @@ def test_the_best_run_is_pushed_with_the_leaderboard_in_its_card(tiny_bert_dir, 
     assert result.best_trial == int(leaderboard(tmp_path / "sweep")[0]["trial"])
     # only the best trial was pushed, the trials themselves never pushed
     assert not any("trials/" in f for f in files)
+
+
+def test_a_sweep_under_a_multi_process_launch_is_refused(tiny_bert_dir, spam_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    recipe = write(tmp_path / "r.yaml", sweep_recipe(tiny_bert_dir, spam_dir, tmp_path / "sweep"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code = cli.main(["sweep", str(recipe)])
+    err = capsys.readouterr().err
+    assert code == 2 and "one process" in err and "--storage" in err
+    assert not (tmp_path / "sweep").exists()
