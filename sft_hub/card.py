@@ -17,6 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Iterable, Optional
 
+from . import card_sections
 from .metrics import PerClass
 from .strategies import STRATEGIES
 
@@ -209,12 +210,22 @@ def card_data(run: RunRecord, *, repo_id: str, kind: str):
             *([library] if library != "transformers" else []), *(hub.get("tags") or [])]
     # base_model must be a Hub model id; a timm registry name or random weights have none
     pretrained = run.section("model").get("pretrained", True)
-    base_model = run.base_model if "/" in run.base_model and pretrained else None
+    base_model = base_model_id(run) if pretrained else None
     return ModelCardData(
         base_model=base_model, datasets=[data["dataset"]] if data.get("dataset") else None,
         library_name=library, license=hub.get("license"), pipeline_tag=pipeline_tag,
         tags=list(dict.fromkeys(tags)), model_name=repo_id.split("/")[-1],
-        eval_results=results or None)
+        # model-index needs a Hub dataset id (dataset.type): local files get no model-index (a
+        # made-up type would link to a Hub dataset of that name); their results are in the body
+        eval_results=(results or None) if data.get("dataset") else None)
+
+
+def base_model_id(run: RunRecord) -> Optional[str]:
+    """The Hub id of the base model: ``model.name`` when it is one; a timm model's pretrained
+    weights (``timm/<name>.<tag>``) for a timm registry name."""
+    if run.backend == "timm":
+        return card_sections.timm_hub_id(run.base_model)
+    return run.base_model if "/" in run.base_model else None
 
 
 # -- body -----------------------------------------------------------------------------------------
@@ -385,17 +396,28 @@ def _environment(run: RunRecord) -> str:
 
 
 def _reproduce(run: RunRecord, repo_id: str, revision: Optional[str]) -> str:
-    at = f"@{revision}" if revision and revision != "main" else ""
-    text = ("The exact recipe of this run is `recipe.yaml` in this repository. To train it "
-            f"again:\n\n```bash\npip install sft-hub\nsft-hub train --from hf://{repo_id}{at}\n"
-            f"# the same: sft-hub train hf://{repo_id}/recipe.yaml{at}\n```\n\n"
-            f"The recipe pushes to `{repo_id}` again when your token can write there; add "
-            "`hub.repo_id=<you>/<name>` to publish elsewhere, or `hub.push=null` to keep the run "
-            "local.")
-    if not run.section("data").get("dataset"):
-        text += (" The data are local files: relative paths are read from the directory you run in "
-                 "(override them with e.g. `data.files.train=path/to/train.csv`).")
-    return text
+    data = run.section("data")
+    return card_sections.reproduce(
+        repo_id, revision, version=(run.info.get("versions") or {}).get("sft_hub"),
+        local_files=[] if data.get("dataset") else card_sections.local_data_files(data))
+
+
+def _about_sections(run: RunRecord) -> list[str]:
+    """Intended use, limitations, the training data's licence and the per-epoch results."""
+    data = run.section("data")
+    out = ["## Intended use", card_sections.intended_use(run.section("hub"), run.task, run.labels,
+                                                         _data_text(run)),
+           "## Limitations", card_sections.limitations(bool(run.metrics.get("test")))]
+    credit = card_sections.training_data(data)
+    if credit:
+        out += ["## Training data", f"{_data_text(run)}\n\n{credit}"]
+    keys = [m["key"] for m in run.contract.get("metrics") or [] if m.get("headline")]
+    header, rows = card_sections.epoch_rows(run.state.get("log_history") or [], keys)
+    if rows:
+        names = [run.metric(k)["name"] if k in keys else k for k in header]
+        out += ["## Results per epoch", "Validation after each evaluation (`trainer_state.json`):"
+                "\n\n" + _table(names, rows)]
+    return out
 
 
 def _report_section(run_dir: Path, files: list[str]) -> tuple[str, set[str]]:
@@ -462,6 +484,8 @@ def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str],
     run = RunRecord.load(Path(run_dir))
     kind = layout(files)
     metadata = card_data(run, repo_id=repo_id, kind=kind)
+    if any(".tfevents." in Path(f).name for f in files):  # logs/tensorboard: the metrics tab
+        metadata.tags = list(dict.fromkeys([*(metadata.tags or []), "tensorboard"]))
     name = repo_id.split("/")[-1]
     base = run.base_model
     base_link = f"[{base}](https://huggingface.co/{base})" if "/" in base else f"`{base}`"
@@ -485,6 +509,8 @@ def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str],
         "## Training environment", _environment(run),
         "## Reproduce", _reproduce(run, repo_id, revision),
     ]
+    at = sections.index("## Evaluation")
+    sections[at:at] = _about_sections(run)  # intended use, limitations, data licence, per epoch
     report, shown = _report_section(Path(run_dir), files)
     if report:
         at = sections.index("## Training hyperparameters")

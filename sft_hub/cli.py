@@ -9,6 +9,8 @@ import sys
 from typing import Optional, Sequence
 
 from .advice import learning_rate_warnings, resolved_recipe_yaml
+from ._version import __version__
+from .commands import add_commands, add_verbosity_flags, configure_console
 from .errors import RecipeError, SftHubError
 from .export import QUANTIZE_CHOICES, export_run, format_export
 from .evaluation import evaluate, headline_table
@@ -26,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sft-hub", description="Fine-tune Hugging Face and timm models "
                                 "from YAML recipes.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    p.add_argument("--version", action="version", version=f"sft-hub {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     v = sub.add_parser("validate", help="check a recipe and its local data without training; "
@@ -66,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint of the run directory (or this one)")
     t.set_defaults(func=_train)
+    add_verbosity_flags(t)
 
     w = sub.add_parser("sweep", help="tune the recipe's sweep: space with Optuna on the validation "
                        "split; each trial is a run in <sweep dir>/trials/<n>")
@@ -78,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                    "database URL (sqlite:///..., postgresql://...) or a journal file on a shared "
                    "filesystem (default: study.journal in the sweep directory)")
     w.set_defaults(func=_sweep)
+    add_verbosity_flags(w)
 
     s = sub.add_parser("push", help="push a finished run directory to the Hub (weights, processor, "
                        "recipe.yaml, model card); settings default to the run's hub: section")
@@ -95,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="create the repository public")
     s.add_argument("--message", help="commit message")
     s.set_defaults(func=_push)
+    add_verbosity_flags(s)
+    add_commands(sub)  # recipes list|show|copy, schema (commands.py)
 
     e = sub.add_parser("eval", help="score a trained model on labelled data (default: the run's "
                        "test split) and write eval/<data>/: metrics, per-class table, confusion "
@@ -224,6 +231,7 @@ def _export(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    configure_console(args)  # -q / -v, NO_COLOR, terminal or log file (console.py)
     try:
         code = args.func(args)
     except SftHubError as e:

@@ -203,6 +203,11 @@ def find_checkpoint(run_dir: Path, resume: Union[bool, str]) -> Path:
                    if p.name.split("-")[-1].isdigit())
     complete = [p for _, p in steps if is_checkpoint(p)]
     if not complete:
+        if is_complete(run_dir):
+            raise RunDirError(f"{run_dir} holds a complete run; its intermediate checkpoints were "
+                              "removed when it finished", field="--resume",
+                              hint="train again with --overwrite (set output.keep_checkpoints: "
+                                   "true to keep the checkpoints of a complete run)")
         raise RunDirError(f"no complete checkpoint to resume from in {run_dir / CHECKPOINTS}",
                           field="--resume", hint="train without --resume to start afresh")
     if complete[-1] != steps[-1][1]:

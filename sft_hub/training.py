@@ -20,6 +20,8 @@ from .distributed import (GATHERED, check_processes_connected, check_strategy_fi
                           use_cpu, weights_are_sharded)
 from ._version import __version__
 from .advice import RunAdvice, default_arguments, resolved_recipe_yaml
+from . import console, tracking
+from .checkpoints import checkpoint_record, prune_checkpoints
 from .data.sources import fingerprint
 from .card import write_run_card
 from .errors import RecipeError, attributed_to
@@ -149,6 +151,7 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
            run_info_extra: Union[dict[str, Any], None] = None) -> RunResult:
     from transformers import set_seed
 
+    console.quiet_libraries()
     r = loaded.recipe
     check_recipe(loaded, get_task_class(r.task))  # what `validate` checks, before anything is read
     task = get_task_class(r.task)(r, loaded.base_dir)
@@ -179,6 +182,7 @@ def _train(loaded: LoadedRecipe, *, overwrite: bool, resume: Union[bool, str, No
     check_model_supports(model, r.training, r.model.name)
     declare_batch_mean_loss(model)
     params = count_parameters(model)
+    console.report_model_loading(model, r.model)  # a head that does not match, missing weights
     data["train"] = _avoid_single_example_batch(model, data["train"], args, task.notes)
 
     if state.is_main_process:
@@ -206,6 +210,7 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
     r = loaded.recipe
     advice = RunAdvice(loaded, task, params, len(data["train"]), main_process=state.is_main_process)
     speed = apply_speed_defaults(task, model, args, r.settings, data)  # sft_hub/speed.py
+    tracking.before_trainer(place.work, args.report_to)  # report_to logs go to <run dir>/logs/
     trainer = _make_trainer(
         strategy, speed=speed, model=model, args=args, train_dataset=data["train"],
         eval_dataset=data["validation"], data_collator=task.data_collator(),
@@ -214,6 +219,9 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
         callbacks=[*strategy.callbacks(), *control_callbacks(r.training), *speed_callbacks(speed),
                    *callbacks])
     check_strategy_fits_engine(strategy, trainer)
+    tracking.direct_logs(trainer, place.work)
+    console.start(trainer, loaded=loaded, task=task, params=params, data=data, place=place,
+                  resumed_from=checkpoint)  # banner, progress bars, evaluation tables
     capture.trainer = trainer  # keeps validation predictions for the report (evaluation.py)
     try:
         train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -235,6 +243,8 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
                          work_dir=place.work)
     run_info.update(run_info_extra or {})
     run_info.update(advice.finish(metrics))  # defaults_applied, warnings (advice.py)
+    run_info["checkpoints"] = checkpoint_record(trainer.state, args.metric_for_best_model,
+                                                keep=r.output.keep_checkpoints)
     run_info = portable_run_info(run_info, place.final)  # no absolute local paths
     gathered = None
     if weights_are_sharded(trainer):  # FSDP / DeepSpeed: every process takes part in the gather
@@ -261,8 +271,10 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
             write_run_card(staging, run_info, place.final)
 
         publish_final(place.work, write, run_info)
+        removed = prune_checkpoints(place.work, keep=r.output.keep_checkpoints)  # complete now
         finish_run_dir(place)  # a previous run is replaced only now, by a complete one
-        _print_summary(place.final, metrics, task)
+        console.checkpoints_removed(*removed)
+        console.summary(place.final, metrics, task.headline_metrics)
     state.wait_for_everyone()
     return RunResult(run_dir=place.final, metrics=metrics, run_info=run_info)
 
@@ -347,11 +359,3 @@ def _effective_arguments(args) -> dict[str, Any]:
                                      * args.gradient_accumulation_steps)
     return out
 
-
-def _print_summary(run_dir: Path, metrics: dict[str, dict[str, float]], task) -> None:
-    print(f"\nrun directory: {run_dir}")
-    for split in ("validation", "test"):
-        if split in metrics:
-            shown = {k: metrics[split][k] for k in ("loss", *task.headline_metrics)
-                     if k in metrics[split]}
-            print(f"{split:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))

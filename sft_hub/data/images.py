@@ -247,8 +247,12 @@ def find_bad_images(values: Iterable[Any], *, split: str, skip: bool,
     not decode (a truncated download) is found when training first reads it, with the same error
     (or skipped and counted): :class:`ImageProblems`.
     """
+    from huggingface_hub.utils import tqdm  # off where sft_hub.console switches bars off
+
     indices = []
-    for i, value in enumerate(values):
+    total = len(values) if hasattr(values, "__len__") else None
+    progress = tqdm(values, total=total, desc=f"checking {split} images", unit="image", leave=False)
+    for i, value in enumerate(progress):
         try:
             check_image_header(value, name=image_name(value, default=f"{split} row {i}"))
         except DataError as exc:

@@ -13,6 +13,8 @@ from ..errors import RecipeError
 from ..recipe.schema import ModelSpec
 
 PKG_PREFIX = "pkg:"
+# Attribute holding from_pretrained's loading info (missing / unexpected / mismatched keys).
+LOADING_INFO = "sft_hub_loading_info"
 
 
 def resolve_model_path(spec: ModelSpec, base_dir: Path) -> Optional[Path]:
@@ -77,8 +79,11 @@ def load_model(spec: ModelSpec, base_dir: Path, cls: type, **config_kwargs) -> A
         if not spec.pretrained:
             config = transformers.AutoConfig.from_pretrained(source, **kwargs, **config_kwargs)
             return cls.from_config(config, trust_remote_code=spec.trust_remote_code)
-        return cls.from_pretrained(source, ignore_mismatched_sizes=spec.ignore_mismatched_sizes,
-                                   **kwargs, **config_kwargs)
+        model, info = cls.from_pretrained(source, output_loading_info=True,
+                                          ignore_mismatched_sizes=spec.ignore_mismatched_sizes,
+                                          **kwargs, **config_kwargs)
+        setattr(model, LOADING_INFO, info)  # what loaded, for sft_hub.console.report_loading
+        return model
     except (OSError, ValueError) as e:
         _raise_load_error("model", source, e)
 

@@ -146,6 +146,12 @@ class DataSpec(Strict):
                                     description="fraction of train held out when no validation split exists")
     max_train_samples: Optional[int] = Field(None, gt=0)
     max_eval_samples: Optional[int] = Field(None, gt=0)
+    license: Optional[str] = Field(
+        None, description="licence of the training data (e.g. cc-by-4.0), stated in the model card",
+        json_schema_extra=hub(HUB_ANY))
+    citation: Optional[str] = Field(
+        None, description="how to credit the training data (authors, title, source, or BibTeX), "
+        "quoted in the model card", json_schema_extra=hub(HUB_ANY))
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -266,6 +272,10 @@ class OutputSpec(Strict):
     overwrite: bool = Field(False, description="replace an existing sft-hub run directory (the "
                             "previous run is kept until the new one is complete)",
                             json_schema_extra=hub(HUB_REFUSED))
+    keep_checkpoints: bool = Field(
+        False, description="keep the intermediate checkpoints (weights, optimizer and scheduler "
+        "states) after the run is complete; by default they are removed then, and only an "
+        "unfinished run keeps them for --resume", json_schema_extra=hub(HUB_ANY))
 
 
 class HubSpec(Strict):
@@ -282,6 +292,9 @@ class HubSpec(Strict):
     commit_message: Optional[str] = Field(None, json_schema_extra=hub(HUB_ANY))
     license: Optional[str] = Field(None, json_schema_extra=hub(HUB_ANY))
     tags: list[str] = Field(default_factory=list, json_schema_extra=hub(HUB_ANY))
+    description: Optional[str] = Field(
+        None, description="what the model is for: the model card's 'Intended use' section (a "
+        "neutral default names the task, data and labels)", json_schema_extra=hub(HUB_ANY))
 
 
 class SpaceDim(Strict):
