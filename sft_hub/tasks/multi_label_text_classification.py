@@ -192,16 +192,14 @@ class MultiLabelTextClassification(TextInputs, Task):
         """Keep the thresholds of the evaluation whose checkpoint the Trainer keeps: the best one
         by ``metric_for_best_model`` (strictly better, as the Trainer decides) when the run loads
         the best model at the end, else the latest."""
-        training = self.recipe.training
-        key = str(training.get("metric_for_best_model") or self.best_metric)
+        settings = self.recipe.settings
+        key = str(settings.get("metric_for_best_model") or self.best_metric)
         key = key[len("eval_"):] if key.startswith("eval_") else key
-        keeps_best = (training.get("load_best_model_at_end", True)
-                      and str(training.get("eval_strategy", "epoch")).lower() != "no")
         value = figures.get(key)
-        if keeps_best and value is not None:
+        if settings.keeps_best_model and value is not None:
             spec = next((m for m in self.metrics if m.key == key), None)
-            greater = training.get("greater_is_better",
-                                   spec.greater_is_better if spec else True)
+            greater = settings.get("greater_is_better")
+            greater = (spec.greater_is_better if spec else True) if greater is None else greater
             if self._best is not None and not (value > self._best if greater
                                                else value < self._best):
                 return
