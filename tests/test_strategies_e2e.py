@@ -109,7 +109,7 @@ def test_plan_reports_parameters_without_training(workdir):
 def test_plan_command_prints_counts_and_names_errors(workdir, capsys):
     from sft_hub.cli import main
 
-    recipe = write_recipe(workdir, "  name: lora\n  r: 4\n")
+    recipe = write_recipe(workdir, "  name: lora\n  r: 4\n  target_modules: [query, value]\n")
     assert main(["plan", recipe]) == 0
     out = capsys.readouterr().out
     assert "trainable_params: 1,090" in out  # 2 layers x (query + value) x 4 x 64 + 66 head
