@@ -73,6 +73,10 @@ def check_report_to(training: dict[str, Any], source: Optional[str] = None) -> N
 
 def check_model_path(loaded: LoadedRecipe) -> None:
     """The local weights ``model.path`` names exist (a folder or file, or a ``pkg:`` package)."""
+    if loaded.recipe.model.path == "":
+        raise RecipeError("model.path is empty", file=_origin(loaded, ("model", "path")),
+                          field="model.path", hint="give a local folder or file, pkg:<package>/"
+                          "<subdir>, or model.path=null to load model.name")
     try:
         resolve_model_path(loaded.recipe.model, loaded.base_dir)
     except RecipeError as e:

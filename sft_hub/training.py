@@ -31,6 +31,7 @@ from .catalog import load_recipe
 from .recipe.load import LoadedRecipe
 from .portable import hub_private, portable_run_info
 from .recipe_checks import check_recipe
+from .run_totals import time_keeper, whole_run_train_metrics
 from .speed import SpeedTrainerMixin, apply_speed_defaults, speed_callbacks, speed_facts
 from .run_dir import (CHECKPOINTS, abandon_run_dir, check_run_dir, find_checkpoint, finish_run_dir,
                       publish_final, recover_interrupted_replace, run_directory, start_run_dir)
@@ -217,7 +218,7 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
         processing_class=task.processor, compute_metrics=(capture := PredictionCapture(
             advice.compute_metrics)),
         callbacks=[*strategy.callbacks(), *control_callbacks(r.training), *speed_callbacks(speed),
-                   *callbacks])
+                   (keeper := time_keeper(checkpoint)), *callbacks])
     check_strategy_fits_engine(strategy, trainer)
     tracking.direct_logs(trainer, place.work)
     console.start(trainer, loaded=loaded, task=task, params=params, data=data, place=place,
@@ -230,7 +231,11 @@ def _fit_and_publish(loaded: LoadedRecipe, task, strategy, model, args, data, pl
         if explained is None:
             raise
         raise explained from e
-    metrics = {"train": _strip_prefix(train_output.metrics, "train"),
+    metrics = {"train": whole_run_train_metrics(  # a resumed run: the whole run's loss and time
+                   _strip_prefix(train_output.metrics, "train"), log_history=trainer.state.log_history,
+                   resumed_from=checkpoint, global_step=trainer.state.global_step,
+                   prior_seconds=keeper.before, samples_per_step=args.per_device_train_batch_size
+                   * args.gradient_accumulation_steps * args.world_size),
                "validation": _strip_prefix(_final_validation(trainer), "eval")}
     predicted = {"validation": capture.predictions(_final_step(trainer))}
     capture.active = False

@@ -134,11 +134,29 @@ def load_raw_splits(spec: "DataSpec", base_dir: Path) -> "DatasetDict":
             except DataError:
                 raise
             except Exception as e:  # datasets' parse errors are many types
-                raise DataError(f"cannot read {', '.join(map(str, paths))}: {e}",
+                raise DataError(f"cannot read {', '.join(map(str, paths))}: {real_cause(e)}",
                                 field=f"data.files.{split}",
                                 hint=f"check the file is valid {fmt.upper()}") from None
         return DatasetDict(out)
     return _load_hub(spec)
+
+
+def real_cause(error: BaseException) -> str:
+    """The innermost cause of a reader error, as one line: ``datasets`` wraps the parser's own
+    error ("Error tokenizing data. C error: Expected 2 fields in line 7, saw 3") in a generic
+    "An error occurred while generating the dataset"."""
+    seen = set()
+    inner = error
+    while id(inner) not in seen:
+        seen.add(id(inner))
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None:
+            break
+        inner = nxt
+    text = " ".join(str(inner).split()) or type(inner).__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return text if inner is error else f"{type(inner).__name__}: {text}"
 
 
 def _load_hub(spec: "DataSpec") -> "DatasetDict":
@@ -150,7 +168,7 @@ def _load_hub(spec: "DataSpec") -> "DatasetDict":
         ds = load_dataset(spec.dataset, spec.config)
     except Exception as e:
         raise DataError(f"cannot load Hub dataset {spec.dataset!r}"
-                        f"{f' (config {spec.config!r})' if spec.config else ''}: {e}",
+                        f"{f' (config {spec.config!r})' if spec.config else ''}: {real_cause(e)}",
                         field="data.dataset",
                         hint="check the id and config name, your network, and HF_HUB_OFFLINE") from None
     if spec.splits.validation is None and "validation" in ds:

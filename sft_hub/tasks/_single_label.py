@@ -50,6 +50,10 @@ class SingleLabelTask(Task):
         names = label_names(spec, self.recipe_dir)  # data.labels or data.label_names
         raw = name_integer_labels(self.prepare_raw(raw), spec.label_column, names)
         self.labels = derive_labels(raw, spec.label_column, names)
+        if names is None and all(label.lstrip("-").isdigit() for label in self.labels):
+            self.notes.append(f"the labels are integer ids without names, so the model's labels "
+                              f"are {', '.join(self.labels[:4])}...; name them in id order with "
+                              "data.labels (or data.label_names)")
         encoded = encode_labels(raw, spec.label_column, self.labels)
         return finalize_splits(encoded, spec, self.seed, stratify_column=spec.label_column)
 
