@@ -194,7 +194,10 @@ def ddp_setup(tiny_bert_dir, tmp_path_factory):
         # logging every step: the reported train loss is averaged over both ranks
         "training": {"num_train_epochs": EPOCHS, "per_device_train_batch_size": PER_DEVICE_BATCH,
                      "per_device_eval_batch_size": 10, "learning_rate": 5e-3, "seed": 0,
-                     "logging_steps": 1, "disable_tqdm": True},
+                     "logging_steps": 1, "disable_tqdm": True,
+                     # plain random batches: length grouping forms its megabatches from the
+                     # per-device batch size, so 2 x 4 and 1 x 8 would see other examples
+                     "train_sampling_strategy": "random"},
         "output": {"dir": str(root / "run-2proc")},
     }
     path = root / "recipe.yaml"

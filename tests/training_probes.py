@@ -63,6 +63,9 @@ class BatchProbe(TrainerCallback):
     def __init__(self):
         import datasets
 
+        from sft_hub import console
+
+        console.configure(console.DEBUG)  # library INFO records (datasets' cache hits) pass
         self.steps: list[list[str]] = []
         self._current: list[str] = []
         self.final: dict[str, str] = {}
