@@ -39,13 +39,9 @@ def _relative_inside(path: Path, base: Path) -> Optional[str]:
 
 def private_roots(run_dir: Optional[Path] = None) -> list[Path]:
     """Local directories whose absolute paths must not be published, most specific first."""
-    roots = [Path.cwd().resolve()]
-    if run_dir is not None:
-        roots.insert(0, Path(run_dir).resolve())
-    home = Path.home().resolve()
-    if len(home.parts) > 1:
-        roots.append(home)
-    return roots
+    roots = [Path(run_dir).resolve()] if run_dir is not None else []
+    roots += [Path.cwd().resolve(), Path.home().resolve()]
+    return [r for r in roots if len(r.parts) > 1]  # "/" itself is in every path
 
 
 def local_path_text(text: str, run_dir: Optional[Path] = None) -> str:

@@ -136,3 +136,52 @@ def test_a_hub_recipe_saying_public_does_not_make_your_push_public(author_run, t
     mine = f"{hub.user}/my-copy"
     assert main(["push", str(clone / "runs" / "tiny-spam"), "--repo-id", mine]) == 0
     assert hub.store.repos[("model", mine)].private is True
+
+
+# -- the pieces, without training -------------------------------------------------------------------
+
+def test_scrub_rewrites_local_paths_and_leaves_urls_and_relative_paths(tmp_path, monkeypatch):
+    from sft_hub.portable import scrub_text
+
+    project = tmp_path / CANARY
+    run_dir = project / "runs" / "x"
+    run_dir.mkdir(parents=True)
+    monkeypatch.chdir(project)
+    text = (f"sft-hub train {project}/recipes/a.yaml data.files.train=/elsewhere/{CANARY}/t.csv "
+            f"--resume {run_dir}/checkpoints/checkpoint-4 https://huggingface.co/org/m "
+            "hf://org/repo/recipe.yaml data/train.csv 1/2")
+    out = scrub_text(text, run_dir)
+    assert CANARY not in out and str(tmp_path) not in out
+    assert "sft-hub train recipes/a.yaml" in out and "data.files.train=t.csv" in out
+    assert "--resume checkpoints/checkpoint-4" in out
+    assert "https://huggingface.co/org/m hf://org/repo/recipe.yaml data/train.csv 1/2" in out
+
+
+def test_portable_recipe_outside_the_project(tmp_path, monkeypatch):
+    from sft_hub.portable import WORKDIR_KEY, portable_recipe
+
+    project = tmp_path / "project"
+    run_dir = project / "runs" / "x"
+    run_dir.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # pushing from somewhere else: the run records where it started
+    recipe = {"model": {"name": "org/base", "path": str(tmp_path / "weights")},
+              "data": {"files": {"train": "../../data/train.csv",
+                                 "test": str(tmp_path / "outside" / "test.csv")}},
+              "output": {"dir": str(run_dir)}, "hub": {"push": "model", "private": True}}
+    notes: list[str] = []
+    out = portable_recipe(recipe, run_dir, {WORKDIR_KEY: "../.."}, repo_id="org/x",
+                          private=False, revision=None, notes=notes)
+    assert out["data"]["files"] == {"train": "data/train.csv", "test": "test.csv"}
+    assert "path" not in out["model"] and out["model"]["name"] == "org/base"
+    assert "output" not in out and out["hub"] == {"repo_id": "org/x", "private": False}
+    assert len(notes) == 2 and all("outside the directory" in n for n in notes)
+
+
+def test_the_last_guard_refuses_a_file_holding_a_local_directory(tmp_path, monkeypatch):
+    from sft_hub.errors import HubError
+    from sft_hub.portable import check_nothing_private
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HubError, match="notes.txt holds the local path"):
+        check_nothing_private({"notes.txt": f"trained in {tmp_path}/x".encode()}, tmp_path)
+    check_nothing_private({"notes.txt": b"trained in runs/x"}, tmp_path)
