@@ -403,7 +403,7 @@ def _reproduce(run: RunRecord, repo_id: str, revision: Optional[str]) -> str:
 
 
 def _about_sections(run: RunRecord) -> list[str]:
-    """Intended use, limitations, the training data's licence and the per-epoch results."""
+    """Intended use, limitations and the training data's licence."""
     data = run.section("data")
     out = ["## Intended use", card_sections.intended_use(run.section("hub"), run.task, run.labels,
                                                          _data_text(run)),
@@ -411,13 +411,17 @@ def _about_sections(run: RunRecord) -> list[str]:
     credit = card_sections.training_data(data)
     if credit:
         out += ["## Training data", f"{_data_text(run)}\n\n{credit}"]
+    return out
+
+
+def _per_epoch(run: RunRecord) -> str:
+    """The validation results of every evaluation (from ``trainer_state.json``), or ''."""
     keys = [m["key"] for m in run.contract.get("metrics") or [] if m.get("headline")]
     header, rows = card_sections.epoch_rows(run.state.get("log_history") or [], keys)
-    if rows:
-        names = [run.metric(k)["name"] if k in keys else k for k in header]
-        out += ["## Results per epoch", "Validation after each evaluation (`trainer_state.json`):"
-                "\n\n" + _table(names, rows)]
-    return out
+    if not rows:
+        return ""
+    names = [run.metric(k)["name"] if k in keys else k for k in header]
+    return "\n\nResults per epoch (validation, `trainer_state.json`):\n\n" + _table(names, rows)
 
 
 def _report_section(run_dir: Path, files: list[str]) -> tuple[str, set[str]]:
@@ -504,13 +508,13 @@ def build_card(run_dir: Path, *, repo_id: str, files: Iterable[str],
         _table(["", ""], rows),
         "## Usage", _usage(run, model_ref or repo_id, kind, None if model_ref else revision,
                            local=model_ref is not None),
-        "## Evaluation", _metrics_section(run),
+        "## Evaluation", _metrics_section(run) + _per_epoch(run),
         "## Training hyperparameters", _hyperparameters(run),
         "## Training environment", _environment(run),
         "## Reproduce", _reproduce(run, repo_id, revision),
     ]
     at = sections.index("## Evaluation")
-    sections[at:at] = _about_sections(run)  # intended use, limitations, data licence, per epoch
+    sections[at:at] = _about_sections(run)  # intended use, limitations, the data's licence
     report, shown = _report_section(Path(run_dir), files)
     if report:
         at = sections.index("## Training hyperparameters")

@@ -27,13 +27,11 @@ def source_url() -> Optional[str]:
 
 
 def install_command(version: Optional[str] = None) -> str:
-    """How to install sft-hub (it is not on PyPI): from its repository."""
-    url = source_url()
-    version = version or __version__
-    if url:
-        return f'pip install "sft-hub @ git+{url}@v{version}"  # or: @main'
-    return ("git clone <the sft-hub repository> sft-hub   # sft-hub is installed from its "
-            f"repository (this run: version {version})\npip install ./sft-hub")
+    """How to install sft-hub (it is not on PyPI): a clone of its repository, whose root is also
+    where the shipped recipes' local data are found."""
+    url = source_url() or "<the sft-hub repository>"
+    return (f"git clone {url} sft-hub && cd sft-hub   # sft-hub is installed from its repository "
+            f"(this run: version {version or __version__})\npip install .")
 
 
 def reproduce(repo_id: str, revision: Optional[str], *, version: Optional[str],
@@ -107,7 +105,9 @@ def epoch_rows(log_history: list[dict[str, Any]], keys: list[str]) -> tuple[list
         if "loss" in entry and "eval_loss" not in entry:
             train_loss = entry["loss"]
         if "eval_loss" in entry:
-            rows.append([entry.get("epoch"), entry.get("step"), train_loss, entry["eval_loss"],
+            epoch = entry.get("epoch")
+            epoch = f"{epoch:.3g}" if isinstance(epoch, (int, float)) else epoch
+            rows.append([epoch, entry.get("step"), train_loss, entry["eval_loss"],
                          *(entry.get(f"eval_{k}") for k in keys)])
     shown = [k for i, k in enumerate(keys) if any(r[4 + i] is not None for r in rows)]
     rows = [r[:4] + [r[4 + keys.index(k)] for k in shown] for r in rows]

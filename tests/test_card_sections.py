@@ -47,11 +47,11 @@ def test_reproduce_installs_from_the_repository(tmp_path, monkeypatch):
     meta, body = _card(_local_run(tmp_path))
     reproduce = body[body.index("## Reproduce"):]
     assert "pip install sft-hub\n" not in reproduce  # not published on PyPI
-    assert "pip install ./sft-hub" in reproduce
+    assert "sft-hub && cd sft-hub" in reproduce and "\npip install .\n" in reproduce
     assert "sft-hub train --from hf://acme/spam   # trains in runs/spam" in reproduce
     monkeypatch.setattr(card_sections, "source_url", lambda: "https://example.org/acme/sft-hub")
     _, body = _card(_local_run(tmp_path))
-    assert 'pip install "sft-hub @ git+https://example.org/acme/sft-hub@v0.1.0"' in body
+    assert "git clone https://example.org/acme/sft-hub sft-hub && cd sft-hub" in body
 
 
 def test_licence_and_attribution_of_the_training_data(tmp_path):
@@ -80,10 +80,11 @@ def test_intended_use_and_limitations(tmp_path):
 
 def test_results_per_epoch(tmp_path):
     _, body = _card(_local_run(tmp_path))
-    section = body[body.index("## Results per epoch"):]
+    section = body[body.index("Results per epoch"):]
     assert "| epoch | step | training loss | validation loss | Accuracy | F1 (macro) |" in section
-    assert "| 1.0000 | 20 | 0.4000 | 0.3500 | 0.8100 | 0.7800 |" in section
-    assert "| 2.0000 | 40 | 0.2100 | 0.2800 | 0.8800 | 0.8600 |" in section
+    assert "| 1 | 20 | 0.4000 | 0.3500 | 0.8100 | 0.7800 |" in section
+    assert "| 2 | 40 | 0.2100 | 0.2800 | 0.8800 | 0.8600 |" in section
+    assert body.index("## Evaluation") < body.index("Results per epoch") < body.index("## Reproduce")
 
 
 def test_timm_base_model_is_the_hub_id_of_its_weights(tmp_path):
