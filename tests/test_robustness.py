@@ -318,3 +318,33 @@ def test_resumed_run_reports_the_whole_runs_training_loss_and_time(ids_recipe, t
     assert train_metrics["loss"] > 0
     assert train_metrics["runtime"] >= spent
     assert train_metrics["resumed_at_step"] == 4
+
+
+def test_label_columns_as_loaded_classlabel_names_kept_ids_named_floats_checked():
+    """The training-time half of the label rules, on ``datasets`` columns (Hub data included)."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from sft_hub.data.labels import derive_labels, encode_labels, name_integer_labels
+
+    hub = DatasetDict({"train": Dataset.from_dict(
+        {"label": [0, 1, 1]}, features=Features({"label": ClassLabel(names=["neg", "pos"])}))})
+    named = name_integer_labels(hub, "label", None)
+    assert derive_labels(named, "label", None) == ["neg", "pos"]  # ClassLabel names are kept
+
+    ids = DatasetDict({"train": Dataset.from_dict({"label": [0, 3, 1, 2]}),
+                       "test": Dataset.from_dict({"label": [1.0, 2.0]},
+                                                 features=Features({"label": Value("float64")}))})
+    named = name_integer_labels(ids, "label", NAMES)
+    labels = derive_labels(named, "label", NAMES)
+    encoded = encode_labels(named, "label", labels)
+    assert labels == NAMES and encoded["train"].features["label"].names == NAMES
+    assert encoded["train"]["label"] == [0, 3, 1, 2] and encoded["test"]["label"] == [1, 2]
+
+    unnamed = name_integer_labels(DatasetDict({"train": ids["test"]}), "label", None)
+    assert derive_labels(unnamed, "label", None) == ["1", "2"]  # 1.0 is the id 1, not "1.0"
+    fractional = DatasetDict({"train": Dataset.from_dict({"label": [0.0, 0.5]})})
+    with pytest.raises(DataError, match="column 'label' of the train split holds the number 0.5"):
+        name_integer_labels(fractional, "label", None)
+    with pytest.raises(DataError, match="label id"):
+        name_integer_labels(DatasetDict({"train": Dataset.from_dict({"label": [0, 4]})}),
+                            "label", NAMES)
