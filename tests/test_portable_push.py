@@ -16,6 +16,7 @@ import yaml
 
 from tests.conftest import make_text_rows, write_csv
 from tests.hub_server import hub_server  # noqa: F401  (pytest fixture)
+from tests.test_safety import fake_hub  # noqa: F401  (pytest fixture: hf:// recipes offline)
 
 CANARY = "canary-7f3e9b-author"
 RECIPE = """\
@@ -185,3 +186,34 @@ def test_the_last_guard_refuses_a_file_holding_a_local_directory(tmp_path, monke
     with pytest.raises(HubError, match="notes.txt holds the local path"):
         check_nothing_private({"notes.txt": f"trained in {tmp_path}/x".encode()}, tmp_path)
     check_nothing_private({"notes.txt": b"trained in runs/x"}, tmp_path)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_offline_recipe_reruns_from_the_hub_at_the_project_root(
+        fake_hub, monkeypatch, capsys):
+    """What a push of each shipped recipe with local data would publish, read back as a recipe
+    from the Hub at the root of a clone: it passes the Hub-recipe rules and finds its data."""
+    from sft_hub.catalog import load_recipe
+    from sft_hub.cli import main
+    from sft_hub.hub import recipe_for_repo
+    from sft_hub.portable import WORKDIR_KEY
+
+    monkeypatch.chdir(ROOT)
+    checked = []
+    for path in sorted((ROOT / "recipes").glob("*/*.yaml")):
+        loaded = load_recipe(str(path.relative_to(ROOT)))
+        if not loaded.recipe.data.files:
+            continue
+        run_dir = ROOT / "runs" / loaded.name  # where `sft-hub train` would put it (not created)
+        pushed = recipe_for_repo(loaded.to_dict(relative_to=run_dir), f"org/{loaded.name}",
+                                 "model", None, private=False, run_dir=run_dir,
+                                 info={WORKDIR_KEY: "../.."})
+        assert "../" not in pushed and str(ROOT) not in pushed, pushed
+        fake_hub(f"org/{loaded.name}", {"recipe.yaml": pushed})
+        capsys.readouterr()
+        code = main(["validate", "-q", f"hf://org/{loaded.name}/recipe.yaml"])
+        assert code == 0, (path.name, capsys.readouterr().err)
+        checked.append(path.name)
+    assert "sms-spam-minilm-full.yaml" in checked and len(checked) >= 4, checked
