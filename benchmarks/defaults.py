@@ -122,14 +122,14 @@ def defaults_points(suite: str) -> list[Point]:
 
 def _wnut_points() -> list[Point]:
     P = lambda label, strategy, lr: Point("wnut17", label, strategy, lr)  # noqa: E731
-    return [P("full", {"name": "full"}, 2e-4), P("lora r16 all-linear", lora(16), 2e-3),
-            P("lora r16 query,value", lora(16, PEFT_BERT), 2e-3)]
+    return [P("full", {"name": "full"}, 5e-4), P("lora r8 all-linear", lora(8), 5e-3)]
 
 
 def _digits_points() -> list[Point]:
     P = lambda label, strategy, lr, ep=1: Point("digits", label, strategy, lr, ep)  # noqa: E731
     return [P("full", {"name": "full"}, 2e-3),
-            P("lora r16 (every conv)", lora(16, None), 2e-3),
+            P("lora r8 (every conv)", lora(8, None), 1e-2),
+            P("lora r8 (every conv)", lora(8, None), 3e-2),
             P("freeze head only", {"name": "freeze", "train_last_n_layers": 0}, 1e-2)]
 
 
@@ -138,7 +138,8 @@ SUITES = {"sst2-2000": lambda: _sst2_points("sst2-2000") + defaults_points("sst2
           "wnut17": lambda: _wnut_points() + defaults_points("wnut17")[:2],
           "digits": lambda: _digits_points() + [p for p in defaults_points("digits")
                                                 if p.label.split()[0] in ("full", "lora", "freeze")]}
-METRIC = {"sst2-2000": "accuracy", "sst2-500": "accuracy", "wnut17": "f1", "digits": "accuracy"}
+METRIC = {"sst2-2000": "accuracy", "sst2-500": "accuracy", "wnut17": "entity_f1",
+          "digits": "accuracy"}
 
 
 # -- recipes ------------------------------------------------------------------------------------
