@@ -53,6 +53,8 @@ def local_path_text(text: str, run_dir: Optional[Path] = None) -> str:
             rel = _relative_inside(candidate, base)
             if rel is not None:
                 return rel
+    if len(path.parts) < 2 or not Path(*path.parts[:2]).exists():
+        return text  # not a path of this machine (e.g. a label such as /m/01g317)
     return path.name or "."
 
 

@@ -148,14 +148,15 @@ def test_scrub_rewrites_local_paths_and_leaves_urls_and_relative_paths(tmp_path,
     run_dir = project / "runs" / "x"
     run_dir.mkdir(parents=True)
     monkeypatch.chdir(project)
-    text = (f"sft-hub train {project}/recipes/a.yaml data.files.train=/elsewhere/{CANARY}/t.csv "
+    text = (f"sft-hub train {project}/recipes/a.yaml data.files.train={tmp_path}/other/{CANARY}/t.csv "
             f"--resume {run_dir}/checkpoints/checkpoint-4 https://huggingface.co/org/m "
-            "hf://org/repo/recipe.yaml data/train.csv 1/2")
+            "hf://org/repo/recipe.yaml data/train.csv 1/2 label /m/01g317")
     out = scrub_text(text, run_dir)
     assert CANARY not in out and str(tmp_path) not in out
     assert "sft-hub train recipes/a.yaml" in out and "data.files.train=t.csv" in out
     assert "--resume checkpoints/checkpoint-4" in out
     assert "https://huggingface.co/org/m hf://org/repo/recipe.yaml data/train.csv 1/2" in out
+    assert "label /m/01g317" in out  # not a local path: kept
 
 
 def test_portable_recipe_outside_the_project(tmp_path, monkeypatch):
