@@ -52,6 +52,7 @@ def time_to_first_step(recipe: dict, work: Path, overrides: list[str]) -> float:
 
     from sft_hub.training import train
 
+    work.mkdir(parents=True, exist_ok=True)
     path = work / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     started, times = [time.perf_counter()], []

@@ -172,9 +172,9 @@ def scan_label_folders(folder: Path, split: str = "train") -> tuple[list[str], l
     paths: list[str] = []
     labels: list[str] = []
     for label_dir in _label_dirs(folder):
-        for file in sorted(label_dir.rglob("*")):
+        for file in sorted(label_dir.resolve().rglob("*")):  # resolved once per folder, not per file
             if is_image_file(file):
-                paths.append(str(file.resolve()))
+                paths.append(str(file))
                 labels.append(label_dir.name)
     if not paths:
         raise DataError("no images found in <label>/ subfolders", file=str(folder),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import DataError
+from .columns import column_values
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import DatasetDict
@@ -19,9 +20,10 @@ def _names_of(dsd: "DatasetDict", split: str, column: str) -> list[str]:
     from datasets import ClassLabel
 
     feature = dsd[split].features[column]
+    values = column_values(dsd[split], column)  # one Arrow read, not a pass per row
     if isinstance(feature, ClassLabel):
-        return [feature.int2str(i) for i in dsd[split][column] if i is not None and i >= 0]
-    return [str(v) for v in dsd[split][column] if v is not None]
+        return [feature.int2str(i) for i in values if i is not None and i >= 0]
+    return [str(v) for v in values if v is not None]
 
 
 # -- names of integer labels ------------------------------------------------------------------

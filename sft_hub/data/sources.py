@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..errors import DataError
+from .columns import stratified_split
 from .conll import CONLL_EXTENSIONS, conll_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -196,7 +197,9 @@ def finalize_splits(dsd: "DatasetDict", spec: "DataSpec", seed: int,
     if "validation" not in dsd:
         kwargs = {"stratify_by_column": stratify_column} if stratify_column else {}
         try:
-            parts = dsd["train"].train_test_split(test_size=spec.validation_split, seed=seed, **kwargs)
+            parts = (stratified_split(dsd["train"], test_size=spec.validation_split, seed=seed,
+                                      column=stratify_column) if stratify_column else  # no row pass
+                     dsd["train"].train_test_split(test_size=spec.validation_split, seed=seed))
         except ValueError:  # a class too rare to stratify: fall back to a plain seeded split
             parts = dsd["train"].train_test_split(test_size=spec.validation_split, seed=seed)
         dsd["train"], dsd["validation"] = parts["train"], parts["test"]
