@@ -149,6 +149,11 @@ def test_best_yaml_trains_the_best_trial_again_bit_for_bit(grid_sweep):
     assert set(w1) == set(w2) and all((w1[k] == w2[k]).all() for k in w1)
     assert metrics(again)["validation"]["accuracy"] == metrics(trial)["validation"]["accuracy"]
     assert metrics(again)["test"]["accuracy"] == metrics(trial)["test"]["accuracy"]
+    # the last trial of the process too (its weights are gone: its figures, to the last digit)
+    last = sweep_dir / "trials" / "2"
+    rerun = train(last / "recipe.yaml", [f"output.dir={root / 'last-again'}"]).run_dir
+    assert {k: metrics(rerun)["validation"][k] for k in ("loss", "accuracy")} == {
+        k: metrics(last)["validation"][k] for k in ("loss", "accuracy")}
 
 
 def test_a_finished_sweep_is_not_rerun_and_resume_adds_nothing(grid_sweep, capsys):
