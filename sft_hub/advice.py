@@ -129,11 +129,12 @@ def learning_rate_warnings(recipe: RecipeBase) -> list[str]:
     closer = typical is not None and abs(math.log(lr / others[typical])) < abs(
         math.log(lr / own.learning_rate))
     where = "above" if lr > own.learning_rate else "below"
+    factor = max(lr / own.learning_rate, own.learning_rate / lr)
     of = f" (typical of strategy {typical}: {others[typical]:g})" if closer else ""
-    return [f"training.learning_rate {lr:g} is {max(lr / own.learning_rate, own.learning_rate / lr):.0f}x "
-            f"{where} the default of strategy {own.strategy} for {family} models, "
-            f"{own.learning_rate:g}{of}: remove training.learning_rate to use "
-            f"{own.learning_rate:g} (measured: {own.measured}){_sweep_hint()}"]
+    return [f"training.learning_rate {lr:g} is {factor:.0f}x {where} the default of strategy "
+            f"{own.strategy} for {family} models, {own.learning_rate:g}{of}: remove "
+            f"training.learning_rate to use {own.learning_rate:g} (measured: {own.measured})"
+            f"{_sweep_hint()}"]
 
 
 def small_data_warnings(recipe: RecipeBase, params: dict[str, Any], train_examples: int) -> list[str]:
@@ -141,9 +142,10 @@ def small_data_warnings(recipe: RecipeBase, params: dict[str, Any], train_exampl
     if params.get("trainable_percent", 0) < 99.0 or train_examples >= SMALL_TRAIN_SET:
         return []
     return [f"strategy {recipe.strategy.name} trains all {params['trainable']:,} parameters on "
-            f"{train_examples:,} training examples: below {SMALL_TRAIN_SET:,}, training less "
-            "usually does as well or better: try strategy.name=lora, or strategy.name=freeze "
-            f"(train_last_n_layers: 0 trains the head only){_sweep_hint()}"]
+            f"{train_examples:,} training examples: below {SMALL_TRAIN_SET:,}, training fewer "
+            "parameters often does as well or better: try strategy.name=lora, or "
+            "strategy.name=freeze (the last 2 layers; train_last_n_layers: 0 for the head only)"
+            f"{_sweep_hint()}"]
 
 
 class RunAdvice:
