@@ -166,6 +166,12 @@ def test_export_parity_and_predict_equal_pytorch(case, workspace, tmp_path):
         assert (out / INT8_FILE).is_file()
         assert best in info["validation"]["int8"]
         assert 0.0 <= info["validation"]["agreement"] <= 1.0
+        assert info["validation"]["int8_quantized_ops"] == ["MatMul", "Gather"]
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(out / INT8_FILE)).graph.node}
+        assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "ConvInteger" not in ops, ops
+        assert info["sizes_bytes"]["int8"] < info["sizes_bytes"]["float"]
         assert info["default_model"] == "int8"
 
     # predict from the export (ONNX Runtime, float) equals predict from the run (PyTorch)
