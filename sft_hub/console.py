@@ -84,6 +84,8 @@ def configure(verbosity: int = NORMAL) -> None:
     log.setLevel(logging.ERROR if verbosity <= QUIET or not is_main_process()
                  else logging.DEBUG if verbosity >= DEBUG else logging.INFO)
     library = _library_level(verbosity)
+    if not progress_bars() and "huggingface_hub" not in sys.modules:  # e.g. `sft-hub push > log`
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ["TRANSFORMERS_VERBOSITY"] = logging.getLevelName(library).lower()
     os.environ["DATASETS_VERBOSITY"] = logging.getLevelName(library).lower()
     if verbosity < VERBOSE:
