@@ -130,7 +130,7 @@ def _defaults(suite: str, *names: str) -> list[Point]:
 # (the table marks the grid rows that are today's defaults).
 SUITES = {"sst2-2000": lambda: _sst2_points("sst2-2000") + _defaults("sst2-2000", "full", "lora",
                                                                      "dora"),
-          "sst2-500": lambda: _defaults("sst2-500", "full", "lora"),
+          "sst2-500": lambda: _defaults("sst2-500", "full", "lora", "freeze"),
           "wnut17": lambda: _wnut_points() + _defaults("wnut17", "full", "lora"),
           "digits": lambda: _digits_points() + _defaults("digits", "full", "lora", "freeze")}
 METRIC = {"sst2-2000": "accuracy", "sst2-500": "accuracy", "wnut17": "entity_f1",
