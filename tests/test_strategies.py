@@ -182,7 +182,7 @@ def test_unfreezing_embeddings_needs_every_layer_to_train():
 
 
 def test_schedule_beyond_training_epochs_is_rejected():
-    strategy = make_strategy({"name": "freeze", "unfreeze_schedule": [
+    strategy = make_strategy({"name": "freeze", "train_last_n_layers": 0, "unfreeze_schedule": [
         {"epoch": 3, "train_last_n_layers": 1}]}, {"num_train_epochs": 3})
     with pytest.raises(RecipeError, match="never comes"):
         strategy.prepare(tiny_bert())

@@ -61,9 +61,13 @@ class FreezeSpec(StrategySpec):
                                  f"previous step's epoch {previous_epoch}; list steps in "
                                  "increasing epoch order")
             if _as_number(step.train_last_n_layers) <= previous_n:
+                start = (f" (training starts with train_last_n_layers "
+                         f"{info.data.get('train_last_n_layers', 2)!r}: set it, e.g. 0 to start "
+                         "with the head only)") if i == 0 else ""
                 raise ValueError(f"step {i + 1}: train_last_n_layers "
                                  f"{step.train_last_n_layers!r} does not unfreeze more layers than "
-                                 "before; each step must train more layers than the previous one")
+                                 f"before{start}; each step must train more layers than the "
+                                 "previous one")
             previous_epoch, previous_n = step.epoch, _as_number(step.train_last_n_layers)
         return schedule
 
