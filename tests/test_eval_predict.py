@@ -121,7 +121,10 @@ def test_eval_reproduces_the_runs_test_metrics_exactly(text_run, capsys):
     for key, value in recorded.items():
         if key in ("runtime", "samples_per_second", "steps_per_second", "epoch"):
             continue
-        assert report["metrics"][key] == value, key
+        if key == "loss":  # float32 sums of the same batches: equal up to rounding
+            assert report["metrics"][key] == pytest.approx(value, rel=1e-6)
+        else:
+            assert report["metrics"][key] == value, key
     assert "accuracy" in printed and "95% CI" in printed
 
 
@@ -183,8 +186,9 @@ def test_eval_names_a_label_the_model_does_not_know(text_run, tmp_path, capsys):
 def test_eval_ner_reports_span_errors_per_type(token_run):
     recorded = json.loads((token_run / "metrics.json").read_text())["validation"]
     report = evaluate(token_run, split="validation")
-    for key in ("entity_f1", "entity_precision", "token_accuracy", "loss"):
+    for key in ("entity_f1", "entity_precision", "token_accuracy"):
         assert report.metrics[key] == recorded[key], key
+    assert report.metrics["loss"] == pytest.approx(recorded["loss"], rel=1e-6)
     folder = token_run / "eval" / "validation"
     table = _read(folder / "span_errors.csv")
     assert {r["entity_type"] for r in table} == {"LOC", "MISC"}
@@ -394,8 +398,9 @@ def test_multi_label_eval_and_predict(multi_label_run, tmp_path):
 
     recorded = json.loads((multi_label_run / "metrics.json").read_text())["validation"]
     report = evaluate(multi_label_run, split="validation")
-    for key in ("f1_micro", "f1_macro", "subset_accuracy", "loss"):
+    for key in ("f1_micro", "f1_macro", "subset_accuracy"):
         assert report.metrics[key] == recorded[key], key
+    assert report.metrics["loss"] == pytest.approx(recorded["loss"], rel=1e-6)
     assert report.interval["metric"] == "f1_micro"
     assert report.interval["value"] == pytest.approx(recorded["f1_micro"], abs=1e-12)
     _assert_png(multi_label_run / "eval" / "validation" / "confusion_matrix.png")
