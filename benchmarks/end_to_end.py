@@ -44,6 +44,7 @@ def _sft_hub(recipe: dict, overrides: list[str], work: Path, seed: int) -> Any:
 
     from sft_hub.training import train
 
+    work.mkdir(parents=True, exist_ok=True)
     path = work / f"recipe-{seed}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return train(path, [f"training.seed={seed}", f"output.dir={work / f'sft-run-{seed}'}",
