@@ -65,8 +65,8 @@ def sft_text(files, work: Path, seed: int, device: str, extra: list[str]) -> dic
                        "label_column": "label", "max_length": TEXT["max_length"]},
               "training": _common_training(TEXT)}
     r = _sft_hub(recipe, B.device_flags(device) + extra, work, seed)
-    return {"test": r.metrics["test"]["accuracy"], "validation": r.metrics["validation"]["accuracy"],
-            "train_s": r.metrics["train"]["runtime"]}
+    return {"test": r.metrics.get("test", {}).get("accuracy"),
+            "validation": r.metrics["validation"]["accuracy"], "train_s": r.metrics["train"]["runtime"]}
 
 
 def sft_token(files, work: Path, seed: int, device: str, extra: list[str]) -> dict:
