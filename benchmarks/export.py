@@ -74,7 +74,8 @@ def image_recipe(workdir: Path, epochs: float) -> tuple[str, list[str]]:
                          f"output.dir={workdir / 'runs' / 'digits-efficientnet'}"]
 
 
-def train_and_export(name: str, recipe: str, overrides: list[str], workdir: Path) -> Path:
+def train_and_export(name: str, recipe: str, overrides: list[str], workdir: Path,
+                     reuse: bool = False) -> Path:
     from sft_hub.export import export_run
     from sft_hub.training import train
 
@@ -83,6 +84,8 @@ def train_and_export(name: str, recipe: str, overrides: list[str], workdir: Path
         print(f"== training {name}", flush=True)
         train(recipe, overrides, overwrite=True)
     out = workdir / "exports" / name
+    if reuse and (out / "export_info.json").is_file():
+        return run_dir
     print(f"== exporting {name}", flush=True)
     export_run(run_dir, out, quantize="int8", overwrite=True)
     return run_dir
@@ -202,6 +205,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", choices=("text", "image"), nargs="*")
+    parser.add_argument("--reuse-exports", action="store_true",
+                        help="time the exports already in --workdir (no new export)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -210,11 +216,12 @@ def main(argv=None) -> int:
     results = []
     if "text" in only:
         recipe = text_recipe(args.workdir, args.train_samples, args.text_epochs, args.text_lr)
-        run = train_and_export("sst2-minilm", str(recipe), [], args.workdir)
+        run = train_and_export("sst2-minilm", str(recipe), [], args.workdir, args.reuse_exports)
         results.append(measure("sst2-minilm", run, args.workdir, args.threads, args.rounds))
     if "image" in only:
         recipe, overrides = image_recipe(args.workdir, args.image_epochs)
-        run = train_and_export("digits-efficientnet", recipe, overrides, args.workdir)
+        run = train_and_export("digits-efficientnet", recipe, overrides, args.workdir,
+                               args.reuse_exports)
         results.append(measure("digits-efficientnet", run, args.workdir, args.threads,
                                args.rounds))
     import platform
@@ -226,15 +233,16 @@ def main(argv=None) -> int:
             "threads": args.threads, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results_file = args.results
+    results_file.parent.mkdir(parents=True, exist_ok=True)
     try:  # models measured by an earlier invocation (--only) are kept, each with its own meta
-        kept = [r for r in json.loads(RESULTS.read_text())["results"]
+        kept = [r for r in json.loads(results_file.read_text())["results"]
                 if r["model"] not in {x["model"] for x in results}]
     except (OSError, ValueError, KeyError):
         kept = []
     for r in results:
         r["meta"] = meta
-    RESULTS.write_text(json.dumps({"results": kept + results}, indent=2), encoding="utf-8")
+    results_file.write_text(json.dumps({"results": kept + results}, indent=2), encoding="utf-8")
     print(table(results))
     print(json.dumps(meta))
     return 0
