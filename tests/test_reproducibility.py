@@ -4,6 +4,7 @@ needed to repeat the run: versions, command line, topology, seed and a fingerpri
 from __future__ import annotations
 
 import json
+import os
 
 from sft_hub.training import train
 
@@ -45,6 +46,7 @@ def test_same_recipe_and_seed_give_identical_runs(text_recipe, write_recipe, tmp
     assert (topology["num_processes"], topology["distributed_type"], topology["mixed_precision"],
             topology["launcher"]) == (1, "NO", "no", "python")
     data_files = text_recipe["data"]["files"]
-    assert set(info["data_fingerprint"]) == set(data_files.values())
+    # paths as written from the directory the run started in (run_info holds no absolute path)
+    assert set(info["data_fingerprint"]) == {os.path.relpath(p) for p in data_files.values()}
     assert all(len(h) == 64 for h in info["data_fingerprint"].values())  # sha256 per file
     assert info["data_fingerprint"] == again["data_fingerprint"]
