@@ -30,6 +30,7 @@ import sys
 from typing import Any, Optional
 
 from .recipe.schema import RecipeBase
+from .recipe.yaml_io import dump_yaml
 from .strategies import STRATEGIES
 from .strategies.base import StrategyDefaults
 
@@ -73,8 +74,6 @@ def default_arguments(recipe: RecipeBase) -> dict[str, Any]:
 def resolved_recipe_yaml(loaded: Any, relative_to: Any = None) -> str:
     """The resolved recipe (``loaded.to_dict``) with the strategy's default learning rate written
     in, where the recipe sets none, and a comment saying it is a default and whose."""
-    from .recipe.yaml_io import dump_yaml
-
     data = loaded.to_dict(relative_to)
     applied = defaults_applied(loaded.recipe)
     if not applied:

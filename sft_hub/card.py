@@ -19,7 +19,9 @@ from typing import Any, Iterable, Optional
 
 from . import card_sections
 from .metrics import PerClass
+from .recipe.yaml_io import parse_yaml
 from .strategies import STRATEGIES
+from .tasks import get_task_class
 
 # Trainer bookkeeping that is not a quality measure.
 NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "total_flos")
@@ -37,8 +39,6 @@ class RunRecord:
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunRecord":
-        from .recipe.yaml_io import parse_yaml
-
         def read_json(name: str) -> dict:
             try:
                 return json.loads((run_dir / name).read_text(encoding="utf-8"))
@@ -79,8 +79,6 @@ class RunRecord:
         return [str(label) for label in labels]
 
     def task_class(self):
-        from .tasks import get_task_class
-
         try:
             return get_task_class(self.task)
         except Exception:  # an unknown task still gets a card, without task-specific parts

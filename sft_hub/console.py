@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ._version import __version__
+from .distributed import topology
+from .models.transformers_backend import LOADING_INFO
+from .strategies.layers import unwrap
 
 QUIET, NORMAL, VERBOSE, DEBUG = 0, 1, 2, 3
 LIBRARIES = ("transformers", "datasets", "peft", "accelerate", "timm", "huggingface_hub", "torch",
@@ -333,9 +336,6 @@ def report_loading(model: Any, info: Optional[dict[str, Any]], source: str) -> N
 def report_model_loading(model: Any, spec: Any) -> None:
     """:func:`report_loading` for a model built by the transformers backend (prepared by a
     strategy or not); silent for models that recorded no loading info (timm, random weights)."""
-    from .models.transformers_backend import LOADING_INFO
-    from .strategies.layers import unwrap
-
     base = unwrap(model)
     report_loading(base, getattr(base, LOADING_INFO, None), spec.path or spec.name)
 
@@ -467,8 +467,6 @@ def start(trainer: Any, *, loaded: Any, task: Any, params: dict[str, Any], data:
           place: Any, resumed_from: Optional[Path] = None) -> None:
     """Before training: print the banner (main process) and put the console's progress
     callback on ``trainer``."""
-    from .distributed import topology
-
     attach(trainer, task.headline_metrics)
     if not shows(NORMAL):
         return

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from .catalog import recipe_model
+from .recipe.schema import TrainingExtras
 from .strategies import STRATEGIES
 from .tasks import TASKS
 
@@ -74,8 +75,6 @@ def recipe_schema() -> dict[str, Any]:
 
 def _open_training(training: dict[str, Any]) -> None:
     """``training:``: sft-hub's keys typed, any other key allowed (TrainingArguments fields)."""
-    from .recipe.schema import TrainingExtras
-
     extras = TrainingExtras.model_json_schema()
     training.pop("additionalProperties", None)
     training.update({"type": "object", "description": TRAINING_NOTE,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import HubError
+from .hub_refs import is_hub_ref
 
 # An absolute POSIX path inside a text: a "/" that does not continue a word, a URL (://) or a
 # relative path, then path characters.
@@ -231,7 +232,5 @@ def guarded_texts(files: dict[str, Path], generated: dict[str, bytes]) -> dict[s
 def hub_private(loaded) -> bool:
     """``hub.private`` as a push of this run applies it: a value from a recipe fetched from the
     Hub describes that repository; it never makes *your* push public (say so on the command line)."""
-    from .hub_refs import is_hub_ref
-
     origin = loaded.origins.get(("hub", "private"), "")
     return True if is_hub_ref(origin) else loaded.recipe.hub.private

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from .console import render, table
 from .errors import SftHubError
 from .recipe.load import PATH_FIELDS
 from .recipe.yaml_io import parse_yaml
@@ -114,8 +115,6 @@ def find(name: str) -> Shipped:
 
 def format_list(items: Optional[list[Shipped]] = None) -> str:
     """The ``recipes list`` table (rich, plain text off a terminal)."""
-    from .console import render, table
-
     items = catalog() if items is None else items
     parts = []
     for kind, title in (("recipe", "Recipes"), ("accelerate config", "Accelerate configs")):

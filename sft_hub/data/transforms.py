@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..errors import DataError
 from .images import image_name, open_image
 
 PRESETS = ("none", "light", "strong")
@@ -142,8 +143,6 @@ class BatchTransform:
         self.split = split
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        from ..errors import DataError
-
         pixels, problems = [], []
         for v in batch[self.image_column]:
             try:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ..errors import DataError
 from .labels import check_label_ids, whole_number
+from .ner_tags import check_known_tags, name_tag_ids
+from .sources import file_format, resolve_local
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import DatasetDict
@@ -102,8 +104,6 @@ def check_label_values(values: Iterable[Any], names: Optional[list[str]], *, col
 def check_local_values(spec, base_dir: Path, *, label_column: Optional[str],
                        names: Optional[list[str]], text_columns: list[str]) -> None:
     """Every local data file: labels match the recipe's names, no empty text (unless skipped)."""
-    from .sources import file_format, resolve_local
-
     if not spec.files:
         return
     skip_empty = bool(getattr(spec, "skip_empty", False))
@@ -156,8 +156,6 @@ def whole_tag_ids(rows: list) -> list:
 def check_local_tags(split: str, where: str, rows: list, names: Optional[list[str]]) -> None:
     """Token-classification tags as read from a local table: integer ids need names (in id order)
     and must be within them; string tags must be among the names when the recipe lists them."""
-    from .ner_tags import check_known_tags, name_tag_ids
-
     rows = [r for r in whole_tag_ids(rows) if isinstance(r, list)]
     flat = [t for r in rows for t in r]
     if not flat:

@@ -55,6 +55,8 @@ from pydantic import Field
 
 from ..errors import RecipeError
 from ..recipe.schema import OptionalModuleName, Strict
+from .layers import named_parameters
+from .param_groups import build_param_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tasks.base import Task
@@ -284,8 +286,6 @@ class Strategy:
         ``training.head_learning_rate``, or when the strategy will unfreeze parameters later
         (they must be in the optimizer from the start).
         """
-        from .param_groups import build_param_groups
-
         extras = self.task.recipe.training_extras
         if (extras.layer_decay is None and extras.head_learning_rate is None
                 and not self.unfreezes_later):
@@ -313,8 +313,6 @@ class Strategy:
         """(name, parameter) pairs the optimizer must hold: the trainable ones (strategies that
         unfreeze later add those too). Names are relative to the unwrapped model; parameters that
         live outside it (a peft prompt encoder) keep their name in the wrapper, so none is lost."""
-        from .layers import named_parameters
-
         return [(n, p) for n, p in named_parameters(model) if p.requires_grad]
 
     def layout(self, model: Any) -> "ModelLayout":

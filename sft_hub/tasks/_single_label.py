@@ -7,7 +7,7 @@ from ..data.labels import derive_labels, encode_labels, label_names, name_intege
 from ..data.sources import check_local_columns, finalize_splits, load_raw_splits
 from ..data.value_checks import check_local_values
 from ..errors import DataError
-from ..metrics import Metric, PerClass
+from ..metrics import classification_metrics, Metric, PerClass
 from .base import Breakdown, Task, softmax
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,8 +83,6 @@ class SingleLabelTask(Task):
         return "label_column"
 
     def task_metrics(self, eval_pred) -> dict[str, float]:
-        from ..metrics import classification_metrics
-
         return classification_metrics(eval_pred.predictions, eval_pred.label_ids, self.labels)
 
     def evaluate_inputs(self, eval_pred) -> tuple[Any, Any]:

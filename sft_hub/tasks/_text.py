@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ..data.value_checks import handle_empty_texts
 from ..data.parallel import map_processes
+from ..data.value_checks import handle_empty_texts
+from ..models.transformers_backend import load_processor
 from ..recipe.schema import Column, DataSpec, OptionalColumn, Switch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,8 +62,6 @@ class TextInputs:
         return parent(raw) if parent is not None else raw
 
     def build_processor(self):
-        from ..models.transformers_backend import load_processor
-
         self.processor = load_processor(self.recipe.model, self.recipe_dir)
         return self.processor
 

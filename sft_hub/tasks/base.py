@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 import numpy as np
 
 from ..metrics import LOSS, Metric, PerClass, check_extra_metrics
+from ..models.transformers_backend import label_config, load_model
 from ..recipe.schema import DataSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -227,8 +228,6 @@ class Task:
     def build_model(self) -> Any:
         """The model with a head sized for :attr:`labels`, real label names and the task's own
         config keys in its config."""
-        from ..models.transformers_backend import label_config, load_model
-
         model = load_model(self.recipe.model, self.recipe_dir, self.auto_model_class(),
                            **label_config(self.labels))
         model.config.update(self.model_config_extras())

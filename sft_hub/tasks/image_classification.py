@@ -21,10 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field
 
-from ..data.images import (BadImages, find_bad_images, image_name, open_image,
+from ..data.images import (BadImages, find_bad_images, image_name, ImageProblems, open_image,
                            read_image_folder, scan_label_folders)
 from ..data.sources import READERS, file_format, resolve_local
+from ..data.transforms import (BatchTransform, eval_transform, ImageCollator, is_timm_processor,
+                               train_transform)
 from ..errors import DataError, RecipeError
+from ..models.transformers_backend import label_config, load_model
 from ..recipe.schema import Column, DataSpec, Switch
 from . import TASKS
 from ._single_label import SingleLabelTask
@@ -52,8 +55,8 @@ class ImageClassification(SingleLabelTask):
     name = "image-classification"
     data_spec = ImageClassificationData
     pipeline_task = "image-classification"
-    image_inputs = True  # decoded per batch: workers, pinned memory, channels_last (speed.py)
     input_files = True
+    image_inputs = True  # decoded per batch: workers, pinned memory, channels_last (speed.py)
     usage_input = ('from PIL import Image\n\n'
                    'inputs = Image.new("RGB", (224, 224), "white")  # or Image.open("photo.jpg")')
 
@@ -205,8 +208,6 @@ class ImageClassification(SingleLabelTask):
                 self.build_processor()
             model, self._timm_model = self._timm_model, None
             return model
-        from ..models.transformers_backend import label_config, load_model
-
         spec, image_size = self.recipe.model, self.recipe.data.image_size
         extra = {"image_size": image_size} if image_size and not spec.pretrained else {}
         model = load_model(spec, self.recipe_dir, self.auto_model_class(),
@@ -220,8 +221,6 @@ class ImageClassification(SingleLabelTask):
         return model
 
     def save_processor(self, out_dir: Path) -> None:
-        from ..data.transforms import is_timm_processor
-
         if not is_timm_processor(self.processor):  # timm: the data config is in config.json
             super().save_processor(out_dir)
 
@@ -229,8 +228,6 @@ class ImageClassification(SingleLabelTask):
     def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
         """Attach lazy transforms: augmentation for train, the model's own preprocessing else."""
         from datasets import DatasetDict
-
-        from ..data.transforms import BatchTransform, eval_transform, train_transform
 
         spec = self.recipe.data
         evaluate = eval_transform(self.processor)
@@ -241,9 +238,6 @@ class ImageClassification(SingleLabelTask):
             for split, ds in raw.items()})
 
     def data_collator(self):
-        from ..data.images import ImageProblems
-        from ..data.transforms import ImageCollator
-
         # images that decode badly during training fail or are skipped on the main process
         return ImageCollator(ImageProblems(self.bad_images, skip=self.recipe.data.skip_bad_images,
                                            notes=self.notes))
@@ -261,8 +255,6 @@ class ImageClassification(SingleLabelTask):
     def encode_inputs(self, rows: dict) -> list[dict]:
         """Images (paths, bytes or PIL images) -> ``pixel_values`` by the evaluation transform;
         an unreadable image is a DataError naming the file."""
-        from ..data.transforms import eval_transform
-
         transform = eval_transform(self.processor)
         return [{"pixel_values": transform(open_image(v, name=image_name(v)))}
                 for v in rows[self.recipe.data.image_column]]

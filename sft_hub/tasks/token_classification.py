@@ -18,10 +18,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
+from ..data.conll import read_conll
 from ..data.labels import label_names
+from ..data.ner_align import IGNORE_INDEX, needs_prefix_space, require_word_ids, tokenize_and_align
+from ..data.ner_metrics import entity_metrics, word_tag_sequences
+from ..data.ner_tags import (check_known_tags, check_scheme, check_tag_names, continuation_labels,
+                             derive_labels, entity_types, name_tag_ids)
+from ..data.sources import (check_local_columns, file_format, finalize_splits, load_raw_splits,
+                            resolve_local)
 from ..data.value_checks import check_local_tags, read_columns, whole_tag_ids
 from ..errors import DataError
 from ..metrics import Metric, PerClass
+from ..models.transformers_backend import load_processor
 from ..recipe.schema import Column, DataSpec, Switch
 from . import TASKS
 from .base import Breakdown, Task, softmax
@@ -78,8 +86,6 @@ class TokenClassification(Task):
 
     @classmethod
     def per_class_names(cls, labels: list[str]) -> list[str]:
-        from ..data.ner_tags import entity_types
-
         return entity_types(labels)
 
     # -- validation (no torch) ------------------------------------------------------------
@@ -89,9 +95,6 @@ class TokenClassification(Task):
     def check_data(self) -> None:
         """Column check for tables; CoNLL files are parsed whole (pure Python, fast), so that a
         malformed line is reported with its line number before any model is loaded."""
-        from ..data.conll import read_conll
-        from ..data.sources import check_local_columns, file_format, resolve_local
-
         spec = self.recipe.data
         check_local_columns(spec, self.recipe_dir, self.required_columns())
         for split, value in (spec.files or {}).items():
@@ -110,9 +113,6 @@ class TokenClassification(Task):
     # -- data -------------------------------------------------------------------------------
     def load_data(self) -> "DatasetDict":
         from datasets import ClassLabel, DatasetDict
-
-        from ..data.ner_tags import check_known_tags, check_scheme, check_tag_names, derive_labels
-        from ..data.sources import finalize_splits, load_raw_splits
 
         spec = self.recipe.data
         raw = load_raw_splits(spec, self.recipe_dir)
@@ -140,8 +140,6 @@ class TokenClassification(Task):
     def load_eval_data(self, raw: "DatasetDict") -> "DatasetDict":
         from datasets import DatasetDict
 
-        from ..data.ner_tags import check_known_tags
-
         out = {}
         for split, ds in raw.items():
             tags = self._tag_names(split, ds)
@@ -152,8 +150,6 @@ class TokenClassification(Task):
     def _tag_names(self, split: str, ds: "Dataset") -> list[list[str]]:
         """The split's tags as names, whatever the column holds (ClassLabel ids, strings, ids)."""
         from datasets import ClassLabel
-
-        from ..data.ner_tags import name_tag_ids
 
         spec = self.recipe.data
         for column, field in ((spec.tokens_column, "tokens_column"),
@@ -215,9 +211,6 @@ class TokenClassification(Task):
 
     # -- model ------------------------------------------------------------------------------
     def build_processor(self) -> Any:
-        from ..data.ner_align import needs_prefix_space, require_word_ids
-        from ..models.transformers_backend import load_processor
-
         self.processor = load_processor(self.recipe.model, self.recipe_dir)
         if needs_prefix_space(self.processor):
             self.processor = load_processor(self.recipe.model, self.recipe_dir,
@@ -227,9 +220,6 @@ class TokenClassification(Task):
 
     def preprocess(self, raw: "DatasetDict") -> "DatasetDict":
         from datasets import Dataset, DatasetDict
-
-        from ..data.ner_align import tokenize_and_align
-        from ..data.ner_tags import continuation_labels
 
         spec = self.recipe.data
         continuation = continuation_labels(self.labels) if spec.label_all_subwords else None
@@ -250,16 +240,12 @@ class TokenClassification(Task):
 
     # -- metrics ----------------------------------------------------------------------------
     def _tag_sequences(self, eval_pred) -> tuple[list[list[str]], list[list[str]]]:
-        from ..data.ner_metrics import word_tag_sequences
-
         predictions = eval_pred.predictions
         if isinstance(predictions, tuple):
             predictions = predictions[0]
         return word_tag_sequences(predictions, eval_pred.label_ids, self.labels)
 
     def task_metrics(self, eval_pred) -> dict[str, float]:
-        from ..data.ner_metrics import entity_metrics
-
         gold, predicted = self._tag_sequences(eval_pred)
         return entity_metrics(gold, predicted, self.labels)
 
@@ -326,10 +312,6 @@ class TokenClassification(Task):
         gold) counts for the micro F1, and each span error as wrong type, wrong boundary, missed
         or spurious."""
         from seqeval.metrics.sequence_labeling import get_entities
-
-        from ..data.ner_align import IGNORE_INDEX
-        from ..data.ner_metrics import entity_metrics
-        from ..data.ner_tags import entity_types
 
         logits = eval_pred.predictions
         if isinstance(logits, tuple):
