@@ -8,8 +8,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .advice import learning_rate_warnings, resolved_recipe_yaml
 from ._version import __version__
+from .advice import learning_rate_warnings, resolved_recipe_yaml
 from .commands import add_commands, add_verbosity_flags, configure_console
 from .errors import RecipeError, SftHubError
 from .export import QUANTIZE_CHOICES, export_run, format_export
@@ -114,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="the run's split (test or validation), or the "
                    "Hub dataset's split (default: test)")
     e.add_argument("--output-dir", help="where the report goes (default: <run>/eval/<data name>)")
+    add_verbosity_flags(e)
     _io_flags(e)
     e.set_defaults(func=_eval)
 
@@ -130,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument("--skip-bad", action="store_true", help="skip (and count) rows with an empty "
                    "cell or an unreadable image instead of failing")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_verbosity_flags(r)  # -q: no progress bar either
     _io_flags(r)
     r.set_defaults(func=_predict)
     return p
