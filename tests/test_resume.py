@@ -4,21 +4,17 @@ for an adapter; and a crash never leaves a final model that looks complete."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from sft_hub import cli
 from sft_hub.errors import RunDirError
-from sft_hub.run_dir import RunPlace, start_run_dir, check_run_dir, find_checkpoint, is_complete, publish_final
+from sft_hub.run_dir import (RunPlace, check_run_dir, find_checkpoint, is_complete, publish_final,
+                             start_run_dir)
 from sft_hub.training import train
 
-from .conftest import REPO
+from .training_probes import kill_at_checkpoint
 
 STEPS_PER_EPOCH = 4  # 32 training rows, batch 8
 REPORTED = ("runtime", "samples_per_second", "steps_per_second")  # timings, not results
@@ -37,29 +33,6 @@ def _weights(run: Path) -> dict:
     return load_file(run / name)
 
 
-def _kill_after_first_checkpoint(recipe: Path, run: Path, tmp_path: Path) -> None:
-    """Start the run in a child process, SIGKILL it once the epoch-1 checkpoint is on disk."""
-    flag = tmp_path / "checkpoint-saved"
-    jobs = tmp_path / "jobs.json"
-    jobs.write_text(json.dumps([{"recipe": str(recipe), "overrides": [f"output.dir={run}"],
-                                 "hold_after_step": STEPS_PER_EPOCH, "flag": str(flag)}]))
-    child = subprocess.Popen([sys.executable, str(REPO / "tests" / "training_probes.py"), str(jobs)],
-                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not flag.exists():
-        if child.poll() is not None:
-            pytest.fail(f"the run ended before its first checkpoint:\n{child.stderr.read()[-3000:]}")
-        if time.time() > deadline:
-            child.kill()
-            pytest.fail("no checkpoint within 300 s")
-        time.sleep(0.2)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
-
-
 @pytest.mark.parametrize("strategy", [{"name": "full"}, {"name": "lora", "r": 4}],
                          ids=["full", "lora"])
 def test_killed_run_resumes_to_the_uninterrupted_result(text_recipe, write_recipe, tmp_path,
@@ -74,7 +47,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(text_recipe, write_recip
     reference = train(recipe, [f"output.dir={tmp_path / 'uninterrupted'}"])
 
     run = tmp_path / "killed"
-    _kill_after_first_checkpoint(recipe, run, tmp_path)
+    kill_at_checkpoint(recipe, [f"output.dir={run}"], STEPS_PER_EPOCH, tmp_path)
     checkpoint = find_checkpoint(run, True)
     assert checkpoint.name == f"checkpoint-{STEPS_PER_EPOCH}"
     at_kill = _weights(checkpoint)

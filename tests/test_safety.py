@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import typing
 from pathlib import Path
 
@@ -27,7 +22,7 @@ from sft_hub.strategies import STRATEGIES
 from sft_hub.tasks import TASKS
 from sft_hub.training import train
 
-from .conftest import REPO
+from .training_probes import kill_at_checkpoint
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -314,26 +309,10 @@ def test_trainingarguments_rejections_come_before_data_model_or_deletion(finishe
 def test_kill_9_during_an_overwrite_run_keeps_the_previous_run(finished_run, tmp_path):
     recipe, run = finished_run
     before = tree_digest(run)
-    flag = tmp_path / "saved"
-    jobs = tmp_path / "jobs.json"
-    jobs.write_text(json.dumps([{"recipe": str(recipe), "overrides": ["training.save_strategy=steps",
-                                                                      "training.save_steps=2",
-                                                                      "training.eval_strategy=steps",
-                                                                      "training.eval_steps=2"],
-                                 "hold_after_step": 2, "flag": str(flag)}]))
-    child = subprocess.Popen([sys.executable, str(REPO / "tests" / "training_probes.py"), str(jobs)],
-                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not flag.exists():
-        if child.poll() is not None:
-            pytest.fail(f"the run ended before its checkpoint:\n{child.stderr.read()[-3000:]}")
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.2)
-    assert (tmp_path / f".run{NEW_SUFFIX}" / "checkpoints").is_dir()  # it trains beside the run
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    child.stderr.close()
+    overrides = ["training.save_strategy=steps", "training.save_steps=2",
+                 "training.eval_strategy=steps", "training.eval_steps=2"]
+    kill_at_checkpoint(recipe, overrides, 2, tmp_path)
+    assert (tmp_path / f".run{NEW_SUFFIX}" / "checkpoints").is_dir()  # it trained beside the run
     assert tree_digest(run) == before
 
     result = train(recipe, overwrite=True)  # the next attempt tidies up and replaces it

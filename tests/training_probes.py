@@ -135,6 +135,35 @@ def no_dropout_copy(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def kill_at_checkpoint(recipe: Path, overrides: list[str], step: int, cwd: Path) -> None:
+    """Run ``recipe`` (``--overwrite`` semantics, as :func:`run_job`) in a child process and SIGKILL
+    it once a checkpoint at or after ``step`` is on disk."""
+    import signal
+    import subprocess
+
+    import pytest
+
+    flag = cwd / "checkpoint-saved"
+    jobs = cwd / "jobs.json"
+    jobs.write_text(json.dumps([{"recipe": str(recipe), "overrides": overrides,
+                                 "hold_after_step": step, "flag": str(flag)}]))
+    child = subprocess.Popen([sys.executable, __file__, str(jobs)],
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=cwd,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not flag.exists():
+        if child.poll() is not None:
+            pytest.fail(f"the run ended before its checkpoint:\n{child.stderr.read()[-3000:]}")
+        if time.time() > deadline:
+            child.kill()
+            pytest.fail("no checkpoint within 300 s")
+        time.sleep(0.2)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+
+
 def run_job(job: dict[str, Any]) -> Optional[dict[str, Any]]:
     from accelerate import PartialState
 
