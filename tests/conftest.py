@@ -117,3 +117,13 @@ def text_recipe(tiny_bert_dir, text_csv_dir, tmp_path):
 def _isolated_cwd(tmp_path, monkeypatch):
     """Tests run in their own directory so default ``runs/`` folders never collide."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _default_console():
+    """The console's verbosity is process-wide (``-q`` / ``-v`` set it): every test starts at the
+    default level, whatever an earlier test in this process chose."""
+    from sft_hub import console
+
+    console.configure(console.NORMAL)
+    yield
