@@ -93,6 +93,8 @@ def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
         why["group_by_length"] = off
     elif length_feature is None:
         why["group_by_length"] = "the task's inputs have no length"
+    elif not getattr(task, "groups_training_by_length", True):
+        why["group_by_length"] = "the task's contract: length-grouped batches lost quality here"
     else:
         plan.group_by_length = True
         why["group_by_length"] = f"default: batches of similar {length_feature} length pad less"

@@ -109,6 +109,9 @@ class Task:
     # grouped and evaluation sorted by (None: inputs have no length), and whether inputs are images
     # decoded per batch (DataLoader workers, pinned memory, channels_last convolutions help).
     length_feature: ClassVar[Optional[str]] = None
+    # Whether length-grouped training batches are a default for this task (speed.py): only where
+    # they were measured to keep validation quality (they need a length_feature too).
+    groups_training_by_length: ClassVar[bool] = True
     image_inputs: ClassVar[bool] = False
     # Derived from ``metrics``/``best_metric`` (see __init_subclass__); read by training.py.
     default_metric: ClassVar[str]

@@ -70,7 +70,10 @@ class TokenClassification(Task):
     pipeline_kwargs = {"aggregation_strategy": "simple"}
     peft_task_type = "TOKEN_CLS"
     usage_input = 'inputs = "Ada Lovelace was born in London."'
-    length_feature = "input_ids"  # batches grouped and evaluation sorted by length (speed.py)
+    length_feature = "input_ids"  # evaluation sorted by length (speed.py)
+    # Measured: all-MiniLM-L6-v2 on 600 WNUT17 sentences, 2 epochs, batch 8, lr 1.5e-4: validation
+    # entity F1 0.221 with random batches, 0.000 with length-grouped ones. Not a default here.
+    groups_training_by_length = False
 
     @classmethod
     def auto_model_class(cls):
