@@ -97,13 +97,7 @@ class MultiLabelTextClassification(TextInputs, Task):
         raw = self.prepare_raw(load_raw_splits(spec, self.recipe_dir))  # empty texts: error/skip
         names = {}
         for split, ds in raw.items():
-            for column, field in ((spec.text_column, "text_column"),
-                                  (spec.text_pair_column, "text_pair_column"),
-                                  (spec.label_column, "label_column")):
-                if column and column not in ds.column_names:
-                    raise DataError(f"the {split} split has no column {column!r} (columns: "
-                                    f"{', '.join(ds.column_names)})", field=f"data.{field}",
-                                    hint="set the recipe's column names to the data's columns")
+            self._check_columns(split, ds)
             names[split] = self._label_names(split, ds)
         self.labels = label_list({n for row in names["train"] for n in row}, spec.labels,
                                  column=spec.label_column)
@@ -225,20 +219,24 @@ class MultiLabelTextClassification(TextInputs, Task):
         default = self.recipe.data.threshold
         self.thresholds = {label: float(saved.get(label, default)) for label in self.labels}
 
+    def _check_columns(self, split: str, ds) -> None:
+        """The split has every column the recipe names, else a DataError naming the field."""
+        spec = self.recipe.data
+        for column, field in ((spec.text_column, "text_column"),
+                              (spec.text_pair_column, "text_pair_column"),
+                              (spec.label_column, "label_column")):
+            if column and column not in ds.column_names:
+                raise DataError(f"the {split} split has no column {column!r} (columns: "
+                                f"{', '.join(ds.column_names)})", field=f"data.{field}",
+                                hint="set the recipe's column names to the data's columns")
+
     def load_eval_data(self, raw: "DatasetDict") -> "DatasetDict":
         from datasets import DatasetDict
 
-        spec = self.recipe.data
         raw = self.prepare_raw(raw)  # empty texts: error or skip, as in training
         out = {}
         for split, ds in raw.items():
-            for column, field in ((spec.text_column, "text_column"),
-                                  (spec.text_pair_column, "text_pair_column"),
-                                  (spec.label_column, "label_column")):
-                if column and column not in ds.column_names:
-                    raise DataError(f"the {split} split has no column {column!r} (columns: "
-                                    f"{', '.join(ds.column_names)})", field=f"data.{field}",
-                                    hint="set the recipe's column names to the data's columns")
+            self._check_columns(split, ds)
             names = self._label_names(split, ds)
             check_known_labels(split, {n for row in names for n in row}, self.labels)
             out[split] = self._encoded(ds, names)
