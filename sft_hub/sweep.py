@@ -5,7 +5,9 @@ with the trial's number and parameters in its ``run_info.json``; trials never ev
 split. The study lives in the sweep directory (Optuna's journal file ``study.journal``) unless
 ``--storage`` names a database URL or a journal file that several workers share: every worker runs
 the same command, takes the next trial from the shared study, and all of them stop when the study
-holds ``sweep.trials`` finished trials (complete, pruned or failed with an error).
+holds ``sweep.trials`` finished trials (complete, pruned or failed with an error). A worker may be
+a multi-process launch (``accelerate launch -m sft_hub sweep``): its processes train each trial
+together (:class:`_Ranks`).
 
 The sweep directory holds, written as the sweep goes: ``sweep.json`` (what this sweep is),
 ``leaderboard.csv`` / ``leaderboard.md``, ``plots/`` and ``best.yaml`` (the best trial's complete
@@ -32,6 +34,7 @@ from typing import Any, Iterable, Optional, Union
 
 from .card import SWEEP_FOLDER as CARD_DIR  # the best run's leaderboard and plots
 from .catalog import load_recipe, load_variant
+from .distributed import check_processes_connected, launched_processes, process_state, use_cpu
 from .errors import RecipeError, RunDirError
 from .evaluation import EVAL_DIR
 from .hub import preflight, push_run
@@ -170,10 +173,11 @@ def _slot_taken(study, number: int, budget: int) -> bool:
 
 # -- one trial --------------------------------------------------------------------------------------
 
-def _trial_callback(trial, plan: SweepPlan):
+def _trial_callback(trial, plan: SweepPlan, ranks: Optional["_Ranks"] = None):
     """A TrainerCallback that reports every evaluation to the Optuna trial (its n-th evaluation is
-    step n), stops training when the pruner says so (recording the optimizer step), and measures
-    peak memory (CUDA: allocated by torch; CPU: resident set size of the process)."""
+    step n), stops training when the pruner says so (recording the optimizer step; under a
+    multi-process launch every rank stops at that step), and measures peak memory (CUDA:
+    allocated by torch; CPU: resident set size of the process)."""
     import psutil
     import torch
     from transformers import TrainerCallback
@@ -205,11 +209,16 @@ def _trial_callback(trial, plan: SweepPlan):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             self._sample()
             key = f"eval_{plan.metric}"
-            if not self.training or not metrics or key not in metrics:
+            if not self.training:
                 return
-            self.evaluations += 1
-            trial.report(float(metrics[key]), step=self.evaluations)
-            if state.global_step < state.max_steps and trial.should_prune():  # not at the end
+            prune = False
+            if metrics and key in metrics:
+                self.evaluations += 1
+                trial.report(float(metrics[key]), step=self.evaluations)
+                prune = state.global_step < state.max_steps and trial.should_prune()  # not at the end
+            if ranks is not None:
+                prune = ranks.share(prune)  # every evaluation during training, on every rank
+            if prune:
                 self.pruned_at = state.global_step
                 control.should_training_stop = True
 
@@ -228,9 +237,20 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _trial_variant(loaded: LoadedRecipe, plan: SweepPlan, values: dict[str, Any],
+                   run_dir: Path) -> LoadedRecipe:
+    """The trial's recipe: the sweep's recipe with the trial's values, in its own run directory,
+    never pushed (the sweep pushes its best run at the end)."""
+    return load_variant(trial_recipe(loaded, plan, values),
+                        {"output.dir": str(run_dir), "hub.push": None, "output.overwrite": False},
+                        source=COMMAND_LINE)
+
+
 def _run_trial(trial, loaded: LoadedRecipe, plan: SweepPlan, sweep_dir: Path,
-               callbacks: list) -> float:
-    """The objective: one ordinary run with the trial's values; returns its validation metric."""
+               callbacks: list, ranks: Optional["_Ranks"] = None) -> float:
+    """The objective: one ordinary run with the trial's values; returns its validation metric.
+    Under a multi-process launch (``ranks``) every rank trains it: this one, rank 0, sends the
+    trial to the others first."""
     import optuna
 
     from .training import train
@@ -245,20 +265,20 @@ def _run_trial(trial, loaded: LoadedRecipe, plan: SweepPlan, sweep_dir: Path,
     record = {"trial": trial.number, "params": {k: shown(v) for k, v in trial.params.items()},
               "rerun_of": trial.user_attrs.get("rerun_of")}
     try:
-        variant = trial_recipe(loaded, plan, values)
+        variant = _trial_variant(loaded, plan, values, run_dir)
         trial.set_user_attr("strategy", strategy_label(plan, trial.params,
                                                        variant.recipe.strategy.name))
-        variant = load_variant(variant, {"output.dir": str(run_dir), "hub.push": None,
-                                         "output.overwrite": False}, source=COMMAND_LINE)
         trial.set_user_attr("recipe", variant.to_dict(relative_to=sweep_dir))
-        reporter = _trial_callback(trial, plan)
+        reporter = _trial_callback(trial, plan, ranks)
         print(f"\ntrial {trial.number}: " + "  ".join(f"{k}={shown(v)}" for k, v in values.items()),
               flush=True)
+        extra = {"sweep": {"trial": trial.number, "params": dict(trial.params), "values": values,
+                           "study": trial.study.study_name, "metric": plan.metric,
+                           "peak_memory_mib": reporter.peak_memory_mib}}
+        if ranks is not None:
+            ranks.share({"trial": trial.number, "values": values, "run_info": extra})
         result = train(variant, callbacks=[reporter, *callbacks], evaluate_test=False,
-                       run_info_extra={"sweep": {"trial": trial.number, "params": dict(trial.params),
-                                                 "values": values, "study": trial.study.study_name,
-                                                 "metric": plan.metric,
-                                                 "peak_memory_mib": reporter.peak_memory_mib}})
+                       run_info_extra=extra)
     except optuna.TrialPruned:
         raise
     except Exception as e:  # out of memory, a value the model rejects...: recorded, the sweep goes on
@@ -476,18 +496,29 @@ def sweep(recipe: Union[str, os.PathLike], overrides: Iterable[str] = (), *, res
     ``storage``: an Optuna database URL or journal file shared by several workers (default: the
     recipe's ``sweep.storage``, else ``study.journal`` in the sweep directory). ``callbacks``:
     extra TrainerCallbacks for every trial.
-    """
-    import optuna
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RecipeError("sft-hub sweep runs each trial in one process; under a multi-process "
-                          "launch every process would take a trial of its own",
-                          hint="run `sft-hub sweep` without accelerate launch / torchrun, and scale "
-                               "out with more workers on one --storage (one per GPU or machine)")
+    Under ``accelerate launch`` / ``torchrun`` the launch is one worker whose processes train
+    every trial together (data parallel, as ``sft-hub train`` does); rank 0 talks to the study.
+    """
     loaded = validate(recipe, overrides)
     plan = sweep_plan(loaded)
     check_space(loaded)
     sweep_dir = run_directory(loaded)
+    ranks = _Ranks.of_launch(loaded)
+    if ranks is not None and not ranks.main:
+        return _follow(ranks, loaded, plan, sweep_dir, list(callbacks))
+    try:
+        return _lead(loaded, plan, sweep_dir, resume, storage, list(callbacks), ranks)
+    finally:
+        if ranks is not None:
+            ranks.share(None)  # the other ranks stop waiting for trials
+
+
+def _lead(loaded: LoadedRecipe, plan: SweepPlan, sweep_dir: Path, resume: bool,
+          storage: Optional[str], extra: list, ranks: Optional["_Ranks"]) -> SweepResult:
+    """The sweep's loop, in the one process that talks to the study."""
+    import optuna
+
     if loaded.recipe.hub.push:
         preflight(loaded.recipe.hub, strategy=loaded.recipe.strategy)
     storage, existed = _prepare_dir(sweep_dir, loaded, plan, storage, resume)
@@ -502,7 +533,6 @@ def sweep(recipe: Union[str, os.PathLike], overrides: Iterable[str] = (), *, res
     requeued = _recover(study) if (existed or resume or storage) else []
     if requeued:
         print(f"resuming: trial(s) {', '.join(map(str, requeued))} run again", file=sys.stderr)
-    extra = list(callbacks)
     write_report(study, plan, sweep_dir)
     while True:
         done, running = _counts(study)
@@ -512,7 +542,7 @@ def sweep(recipe: Union[str, os.PathLike], overrides: Iterable[str] = (), *, res
 
         def objective(trial):
             asked.append(trial.number)
-            return _run_trial(trial, loaded, plan, sweep_dir, extra)
+            return _run_trial(trial, loaded, plan, sweep_dir, extra, ranks)
 
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
         _after_trial(study, plan, sweep_dir)
@@ -525,6 +555,70 @@ def sweep(recipe: Union[str, os.PathLike], overrides: Iterable[str] = (), *, res
         best_recipe(study, plan, loaded, sweep_dir)
         write_report(study, plan, sweep_dir)
     return _finish(study, plan, loaded, sweep_dir)
+
+
+# -- a worker under accelerate launch / torchrun -----------------------------------------------------
+
+class _Ranks:
+    """The processes of one multi-process launch (``accelerate launch`` / ``torchrun``), which
+    train every trial together: rank 0 talks to the study and sends each trial (its number and
+    values) to the others, and its pruning decisions, with ``share``; the other ranks
+    (:func:`_follow`) train what they receive. Each launch is one sweep worker: several launches
+    (one per machine or group of GPUs) share a study through ``--storage``."""
+
+    def __init__(self, state: Any):
+        self.state = state
+        self.main = state.is_main_process
+
+    @classmethod
+    def of_launch(cls, loaded: LoadedRecipe) -> Optional["_Ranks"]:
+        """The launch's processes, joined in one group the way its trials' Trainers join it
+        (None for a plain one-process run)."""
+        if launched_processes() <= 1:
+            return None
+        state = process_state(cpu=use_cpu(loaded.recipe.training))
+        check_processes_connected(state)
+        return cls(state)
+
+    def share(self, message: Any = None) -> Any:
+        """Rank 0's ``message``, on every rank (a collective: all ranks call it in step)."""
+        import torch.distributed as dist
+
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def _follow(ranks: _Ranks, loaded: LoadedRecipe, plan: SweepPlan, sweep_dir: Path,
+            callbacks: list) -> SweepResult:
+    """A rank other than 0: train each trial rank 0 sends, until it sends None. Only rank 0
+    writes the trial's run directory and records its outcome."""
+    from transformers import TrainerCallback
+
+    from .training import train
+
+    class FollowPruning(TrainerCallback):
+        training = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.training = True
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.training = False
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            if self.training and ranks.share():  # rank 0's pruning decision
+                control.should_training_stop = True
+
+    while (job := ranks.share()) is not None:
+        variant = _trial_variant(loaded, plan, job["values"], sweep_dir / TRIALS / str(job["trial"]))
+        try:
+            train(variant, callbacks=[FollowPruning(), *callbacks], evaluate_test=False,
+                  run_info_extra=job["run_info"])
+        except Exception as e:  # rank 0 records the trial as failed; wait for the next one
+            print(f"trial {job['trial']} failed on rank {ranks.state.process_index}: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    return SweepResult(sweep_dir, None, None, None)
 
 
 def _after_trial(study, plan: SweepPlan, sweep_dir: Path) -> None:

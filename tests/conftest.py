@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,13 @@ SHARED = REPO.parent / "shared"
 
 SPAM_WORDS = ["win", "free", "prize", "cash", "claim", "urgent", "offer", "call", "now", "txt"]
 HAM_WORDS = ["see", "you", "later", "lunch", "home", "tonight", "thanks", "love", "meeting", "ok"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on (for a launch's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_text_rows(n: int, seed: int = 0) -> list[dict]:

@@ -5,8 +5,11 @@
 JOB: {"recipe": path, "overrides": [...], "storage": null, "resume": false,
       "hold_in_train": k, "hold_flag": path,     # the k-th trial of this process (1-based) writes
                                                  # hold_flag after its first step, then sleeps
-      "barrier_dir": path, "barrier": n}         # each trial's start waits until n files are in
+      "barrier_dir": path, "barrier": n,         # each trial's start waits until n files are in
                                                  # barrier_dir (one per worker's first trial)
+      "prune_trial": k,                          # the pruner stops trial k at its first report
+      "ranks_record": path}                      # under a launch: each rank writes path.format(
+                                                 # rank=...) with the trials it trained and steps
 """
 from __future__ import annotations
 
@@ -46,10 +49,38 @@ class Probe(TrainerCallback):
                 time.sleep(1)
 
 
+class RankRecord(TrainerCallback):
+    """What this rank trained: per trial (run directory), the world size and its optimizer steps."""
+
+    def __init__(self, path: str):
+        self.path, self.runs = path, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.runs.append({"output_dir": args.output_dir, "world_size": args.world_size,
+                          "process_index": args.process_index, "steps": 0})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.runs[-1]["steps"] = state.global_step
+        Path(self.path.format(rank=args.process_index)).write_text(json.dumps(self.runs))
+
+
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
+    callbacks = [Probe(job)]
+    if job.get("prune_trial") is not None:
+        import optuna
+
+        from sft_hub import sweep as sweep_module
+
+        class PruneTrial(optuna.pruners.BasePruner):
+            def prune(self, study, trial):
+                return trial.number == job["prune_trial"]
+
+        sweep_module._pruner = lambda plan: PruneTrial()
+    if job.get("ranks_record"):
+        callbacks.append(RankRecord(job["ranks_record"]))
     sweep(job["recipe"], job.get("overrides", []), resume=job.get("resume", False),
-          storage=job.get("storage"), callbacks=[Probe(job)])
+          storage=job.get("storage"), callbacks=callbacks)
 
 
 if __name__ == "__main__":

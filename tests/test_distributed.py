@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -30,7 +29,7 @@ from sft_hub import distributed
 from sft_hub.distributed import PrecisionConflictWarning
 from sft_hub.errors import RecipeError, SftHubError
 
-from .conftest import REPO, make_text_rows, write_csv
+from .conftest import REPO, free_port, make_text_rows, write_csv
 from .training_probes import BatchProbe, no_dropout_copy
 
 CONFIGS = REPO / "accelerate_configs"
@@ -171,12 +170,6 @@ def test_sharded_final_save_path_writes_a_complete_run(text_recipe, write_recipe
 
 
 # -- a real two-process run ---------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_setup(tiny_bert_dir, tmp_path_factory):
     """Data, a no-dropout model, and a recipe whose global batch is 2 ranks x 4 examples."""
@@ -225,7 +218,7 @@ def two_process_runs(ddp_setup):
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(root / "datasets-cache"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(CONFIGS / "cpu_2proc.yaml"), "--main_process_port", str(_free_port()),
+           str(CONFIGS / "cpu_2proc.yaml"), "--main_process_port", str(free_port()),
            str(REPO / "tests" / "training_probes.py"), str(root / "jobs.json")]
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -19,7 +19,7 @@ from sft_hub import cli
 from sft_hub.sweep import sweep
 from sft_hub.training import train
 
-from .conftest import REPO, make_text_rows, write_csv
+from .conftest import REPO, free_port, make_text_rows, write_csv
 from .hub_server import hub_server  # noqa: F401  (pytest fixture)
 from .test_safety import fake_hub  # noqa: F401  (pytest fixture)
 
@@ -369,11 +369,39 @@ def test_the_best_run_is_pushed_with_the_leaderboard_in_its_card(tiny_bert_dir, 
     assert not any("trials/" in f for f in files)
 
 
-def test_a_sweep_under_a_multi_process_launch_is_refused(tiny_bert_dir, spam_dir, tmp_path, capsys,
-                                                         monkeypatch):
-    recipe = write(tmp_path / "r.yaml", sweep_recipe(tiny_bert_dir, spam_dir, tmp_path / "sweep"))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    code = cli.main(["sweep", str(recipe)])
-    err = capsys.readouterr().err
-    assert code == 2 and "one process" in err and "--storage" in err
-    assert not (tmp_path / "sweep").exists()
+@pytest.mark.distributed
+def test_a_worker_under_accelerate_launch_trains_each_trial_on_every_rank(tiny_bert_dir, spam_dir,
+                                                                          tmp_path):
+    """One worker = one `accelerate launch` of 2 CPU processes: rank 0 takes the trials from the
+    study, both ranks train each of them data-parallel, and a pruned trial stops on both ranks
+    at the same step (a rank left training would hang the launch)."""
+    recipe = sweep_recipe(tiny_bert_dir, spam_dir, tmp_path / "sweep", pruner="median")
+    recipe["training"].update(num_train_epochs=2, per_device_train_batch_size=4,
+                              train_sampling_strategy="random")
+    job = {"recipe": str(write(tmp_path / "r.yaml", recipe)), "prune_trial": 1,
+           "ranks_record": str(tmp_path / "rank-{rank}.json")}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port",
+           str(free_port()), str(REPO / "tests" / "sweep_probe.py"), str(tmp_path / "job.json")]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    steps_per_epoch = 48 // (2 * 4)  # 48 rows, 2 ranks x 4 per device
+    rows = {int(r["trial"]): r for r in leaderboard(tmp_path / "sweep")}
+    assert [rows[n]["state"] for n in range(3)] == ["complete", "pruned", "complete"]
+    assert int(rows[1]["pruned_at_step"]) == steps_per_epoch
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    for rank, runs in enumerate(ranks):  # each rank trained every trial, in the trial's folder
+        assert [Path(run["output_dir"]).parent.name for run in runs] == ["0", "1", "2"]
+        assert {(run["world_size"], run["process_index"]) for run in runs} == {(2, rank)}
+        assert [run["steps"] for run in runs] == [2 * steps_per_epoch, steps_per_epoch,
+                                                  2 * steps_per_epoch]
+    for n in range(3):  # one run directory per trial, written by rank 0, a 2-process topology
+        run_info = info(tmp_path / "sweep" / "trials" / str(n))
+        assert run_info["topology"]["num_processes"] == 2
+        assert run_info["sweep"]["trial"] == n
+    assert (tmp_path / "sweep" / "test_metrics.json").is_file()  # the best trial, evaluated once
+    assert proc.stdout.count("sweep directory:") == 1  # the summary comes from rank 0 only
+
