@@ -667,6 +667,11 @@ def _finish(study, plan: SweepPlan, loaded: LoadedRecipe, sweep_dir: Path) -> Sw
             push_run(best_folder, hub)
         finally:
             apply_keep(study, plan, sweep_dir, plan.keep)
+    elif finished and hub.repo_id and best_folder is not None and is_complete(best_folder):
+        # a destination without hub.push (the rule of `sft-hub train`: pushing needs the user's
+        # word): the best run is ready to push, leaderboard and plots in its card included
+        _copy_report(sweep_dir, best_folder / CARD_DIR)
+        print(f"      push the best run to {hub.repo_id}: sft-hub push {best_folder}")
     return SweepResult(sweep_dir, best.number if best else None, best.value if best else None,
                        best_path, rows, test)
 

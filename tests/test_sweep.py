@@ -369,6 +369,21 @@ def test_the_best_run_is_pushed_with_the_leaderboard_in_its_card(tiny_bert_dir, 
     assert not any("trials/" in f for f in files)
 
 
+def test_a_destination_without_push_leaves_the_best_run_ready_for_sft_hub_push(
+        tiny_bert_dir, spam_dir, tmp_path, hub_server, capsys):
+    recipe = sweep_recipe(tiny_bert_dir, spam_dir, tmp_path / "sweep")
+    recipe["hub"] = {"repo_id": "sft-tester/spam-sweep-later"}  # no hub.push: nothing is pushed
+    result = sweep(write(tmp_path / "r.yaml", recipe))
+    best = tmp_path / "sweep" / "trials" / str(result.best_trial)
+    assert f"sft-hub push {best}" in capsys.readouterr().out
+    with pytest.raises(KeyError):  # the repository was never created
+        hub_server.files("sft-tester/spam-sweep-later")
+    assert cli.main(["push", str(best)]) == 0  # the command it printed
+    files = hub_server.files("sft-tester/spam-sweep-later")
+    assert "## Hyperparameter sweep" in files["README.md"].decode()
+    assert "sweep/leaderboard.csv" in files and "sweep/strategy_comparison.png" in files
+
+
 @pytest.mark.distributed
 def test_a_worker_under_accelerate_launch_trains_each_trial_on_every_rank(tiny_bert_dir, spam_dir,
                                                                           tmp_path):
