@@ -113,7 +113,10 @@ def defaults_points(suite: str) -> list[Point]:
 
 def _wnut_points() -> list[Point]:
     P = lambda label, strategy, lr: Point("wnut17", label, strategy, lr)  # noqa: E731
-    return [P("full", {"name": "full"}, 5e-4), P("lora r8 all-linear", lora(8), 5e-3)]
+    return [P("full", {"name": "full"}, 5e-4), P("lora r8 all-linear", lora(8), 5e-3),
+            P("lora r8 all-linear", lora(8), 1e-2), P("full", {"name": "full"}, 1e-3),
+            P("freeze last 2", {"name": "freeze", "train_last_n_layers": 2}, 2.5e-3),
+            P("freeze last 2", {"name": "freeze", "train_last_n_layers": 2}, 5e-4)]
 
 
 def _digits_points() -> list[Point]:
@@ -132,7 +135,8 @@ SUITES = {"sst2-2000": lambda: _sst2_points("sst2-2000") + _defaults("sst2-2000"
                                                                      "dora"),
           "sst2-500": lambda: _defaults("sst2-500", "full", "lora", "freeze"),
           "wnut17": lambda: _wnut_points() + _defaults("wnut17", "full", "lora"),
-          "digits": lambda: _digits_points() + _defaults("digits", "full", "lora", "freeze")}
+          "digits": lambda: _digits_points() + _defaults("digits", "full", "lora", "freeze", "ia3",
+                                                         "bitfit")}
 METRIC = {"sst2-2000": "accuracy", "sst2-500": "accuracy", "wnut17": "entity_f1",
           "digits": "accuracy"}
 
@@ -259,6 +263,8 @@ def measure(points: list[Point], args) -> None:
                   f"wall={figures['wall_seconds']}s", flush=True)
 
 
+TASK = {"sst2-2000": "text-classification", "sst2-500": "text-classification",
+        "wnut17": "token-classification", "digits": "image-classification"}
 FAMILY = {"sst2-2000": "transformers", "sst2-500": "transformers", "wnut17": "transformers",
           "digits": "timm"}
 
@@ -267,6 +273,7 @@ def current_default(row: dict) -> bool:
     """Whether a row trained exactly what a bare ``strategy: {name: X}`` trains today (same spec
     once LoRA's ``target_modules: all-linear`` is read as the default it is, same learning rate)."""
     from sft_hub.strategies import STRATEGIES
+    from sft_hub.tasks import get_task_class
 
     spec_data = dict(row["strategy"])
     cls = STRATEGIES.all()[spec_data["name"]]
@@ -274,7 +281,7 @@ def current_default(row: dict) -> bool:
         spec_data.pop("target_modules")
     spec = cls.spec_class(**spec_data)
     bare = cls.spec_class(**{k: v for k, v in spec_data.items() if k in ("name", "use_dora")})
-    lr = cls.default_learning_rate(bare, FAMILY[row["suite"]])
+    lr = bare.defaults(FAMILY[row["suite"]], get_task_class(TASK[row["suite"]])).learning_rate
     return spec.model_dump() == bare.model_dump() and abs(row["learning_rate"] - lr) < 1e-12
 
 

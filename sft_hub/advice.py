@@ -26,13 +26,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import sys
 from typing import Any, Optional
 
 from .recipe.schema import RecipeBase
 from .recipe.yaml_io import dump_yaml
 from .strategies import STRATEGIES
 from .strategies.base import StrategyDefaults
+from .tasks import get_task_class
 
 # A set learning rate this many times above or below the strategy's default gets a warning. On
 # SST-2 (benchmarks/defaults.py) a factor of 2 already costs full fine-tuning 1-6 points; 8x is
@@ -47,9 +47,9 @@ SMALL_TRAIN_SET = 1000
 
 # -- defaults ------------------------------------------------------------------------------------
 def strategy_defaults(recipe: RecipeBase) -> StrategyDefaults:
-    """The recipe's strategy's defaults for the recipe's model family."""
+    """The recipe's strategy's defaults for the recipe's model family and task."""
     STRATEGIES.all()  # every spec class knows its strategy once the registry is loaded
-    return recipe.strategy.defaults(recipe.model.backend)
+    return recipe.strategy.defaults(recipe.model.backend, get_task_class(recipe.task))
 
 
 def sets_learning_rate(recipe: RecipeBase) -> bool:
@@ -119,11 +119,11 @@ def learning_rate_warnings(recipe: RecipeBase) -> list[str]:
     own = strategy_defaults(recipe)
     if lr <= 0 or max(lr / own.learning_rate, own.learning_rate / lr) < LR_FACTOR:
         return []
-    family = recipe.model.backend
+    family, task = recipe.model.backend, get_task_class(recipe.task)
     others = {}
     for name, cls in STRATEGIES.all().items():
         if name != own.strategy and family in cls.learning_rates:
-            others[name] = cls.default_learning_rate(cls.spec_class(), family)
+            others[name] = cls.defaults_for(cls.spec_class(), family, task).learning_rate
     typical = min(others, key=lambda n: abs(math.log(lr / others[n])), default=None)
     closer = typical is not None and abs(math.log(lr / others[typical])) < abs(
         math.log(lr / own.learning_rate))

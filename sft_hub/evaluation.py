@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 import numpy as np
 
 from . import plots
-from .data.sources import load_raw_splits
+from .data.sources import load_hub_split, load_raw_splits
 from .errors import DataError
 from .hub_refs import is_hub_ref, parse_hf_ref
 from .inference import LoadedModel, load_model
@@ -235,20 +235,11 @@ def report_name(data: Optional[str], split: Optional[str]) -> str:
 
 def _read_labelled(model: LoadedModel, data: str, split: str) -> "Dataset":
     """One labelled split from a local file/folder or a Hub dataset, in the task's format."""
-    from datasets import DatasetDict, load_dataset
+    from datasets import DatasetDict
 
     spec = model.task.recipe.data
     if is_hub_ref(data):
-        ref = parse_hf_ref(data)
-        if ref.repo_type != "dataset":
-            raise DataError(f"{data} is not a dataset (write hf://datasets/<org>/<name>)",
-                            field="--data")
-        try:
-            ds = load_dataset(ref.repo_id, ref.path or None, split=split, revision=ref.revision)
-        except Exception as e:
-            raise DataError(f"cannot load split {split!r} of Hub dataset {ref.repo_id!r}: {e}",
-                            field="--data", hint="check the id and --split, your network and "
-                            "HF_HUB_OFFLINE") from None
+        ds = load_hub_split(data, split, field="--data", split_flag="--split")
         return DatasetDict({"test": ds})
     path = Path(data)
     if not path.exists():

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 from .data.images import is_image_file, resolve_image_path
-from .data.sources import FORMATS, READERS
+from .data.sources import FORMATS, READERS, load_hub_split
 from .errors import DataError, RunDirError, SftHubError
-from .hub_refs import is_hub_ref, parse_hf_ref
+from .hub_refs import is_hub_ref
 from .inference import LoadedModel, load_model, run_batches
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,17 +62,7 @@ def read_inputs(ref: Union[str, Path], *, split: str = "test", image_column: str
 
     text = str(ref)
     if is_hub_ref(text):
-        hub_ref = parse_hf_ref(text)
-        if hub_ref.repo_type != "dataset":
-            raise DataError(f"{text} is not a dataset (write hf://datasets/<org>/<name>)",
-                            field="--input")
-        try:
-            return load_dataset(hub_ref.repo_id, hub_ref.path or None, split=split,
-                                revision=hub_ref.revision)
-        except Exception as e:
-            raise DataError(f"cannot load split {split!r} of Hub dataset {hub_ref.repo_id!r}: {e}",
-                            field="--input", hint="check the id, the split (--split), your "
-                            "network and HF_HUB_OFFLINE") from None
+        return load_hub_split(text, split, field="--input", split_flag="the split (--split)")
     path = Path(text)
     if not path.exists():
         raise DataError(f"input not found: {path}", field="--input")

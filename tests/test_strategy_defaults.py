@@ -98,6 +98,40 @@ def test_run_without_learning_rate_records_the_strategy_default(text_recipe, tmp
         "query", "key", "value", "dense"}  # q k v, attention output, ffn in and out, pooler
 
 
+def test_a_task_moves_the_default_rate_of_the_strategies_measured_to_follow_it(tmp_path):
+    """Token classification declares learning_rate_scale 5 (WNUT17: full fine-tuning at the text
+    rate finds no entity); full and freeze follow it, the adapters keep their own rate."""
+    from sft_hub.tasks import get_task_class
+
+    token = get_task_class("token-classification")
+    assert token.learning_rate_scale == 5.0
+    assert get_task_class("text-classification").learning_rate_scale == 1.0
+    for name, cls in STRATEGIES.all().items():
+        spec = cls.spec_class()
+        own = cls.default_learning_rate(spec, "transformers")
+        d = spec.defaults("transformers", token)
+        assert d.learning_rate == pytest.approx(own * (5.0 if cls.task_scaled else 1.0)), name
+        assert (d.source == f"strategy {name} x5 for token-classification") is cls.task_scaled
+    assert {n for n, c in STRATEGIES.all().items() if c.task_scaled} == {"full", "freeze"}
+
+    (tmp_path / "fx").mkdir()
+    fixture = FIXTURES["token-classification"]["bert"](tmp_path / "fx")
+    recipe = {**fixture.recipe, "strategy": {"name": "full"},
+              "training": {"max_steps": 1, "per_device_train_batch_size": 4, "eval_strategy": "no",
+                           "save_strategy": "no", "report_to": "none", "disable_tqdm": True},
+              "output": {"dir": str(tmp_path / "run")}}
+    path = fixture.base_dir / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = train(str(path))
+    full = STRATEGIES.all()["full"].learning_rates["transformers"] * 5
+    assert result.run_info["defaults_applied"]["learning_rate"] == pytest.approx(full)
+    assert result.run_info["defaults_applied"]["source"] == "strategy full x5 for token-classification"
+    assert result.run_info["training_arguments"]["learning_rate"] == pytest.approx(full)
+    line = next(x for x in (result.run_dir / "recipe.yaml").read_text().splitlines()
+                if x.strip().startswith("learning_rate:"))
+    assert "x5 for token-classification" in line
+
+
 def test_run_with_learning_rate_records_no_default(text_recipe, tmp_path):
     recipe = copy.deepcopy(text_recipe)
     recipe["training"]["num_train_epochs"] = 1

@@ -142,6 +142,24 @@ def load_raw_splits(spec: "DataSpec", base_dir: Path) -> "DatasetDict":
     return _load_hub(spec)
 
 
+def load_hub_split(text: str, split: str, *, field: str, split_flag: str) -> "Dataset":
+    """One split of a Hub dataset named on the command line (``hf://datasets/<org>/<name>``):
+    ``field`` is the option that named it, ``split_flag`` the option that picks the split."""
+    from datasets import load_dataset
+
+    from ..hub_refs import parse_hf_ref
+
+    ref = parse_hf_ref(text)
+    if ref.repo_type != "dataset":
+        raise DataError(f"{text} is not a dataset (write hf://datasets/<org>/<name>)", field=field)
+    try:
+        return load_dataset(ref.repo_id, ref.path or None, split=split, revision=ref.revision)
+    except Exception as e:
+        raise DataError(f"cannot load split {split!r} of Hub dataset {ref.repo_id!r}: {e}",
+                        field=field, hint=f"check the id and {split_flag}, your network and "
+                        "HF_HUB_OFFLINE") from None
+
+
 def real_cause(error: BaseException) -> str:
     """The innermost cause of a reader error, as one line: ``datasets`` wraps the parser's own
     error ("Error tokenizing data. C error: Expected 2 fields in line 7, saw 3") in a generic
@@ -195,7 +213,6 @@ def finalize_splits(dsd: "DatasetDict", spec: "DataSpec", seed: int,
 
     dsd = DatasetDict(dict(dsd))
     if "validation" not in dsd:
-        kwargs = {"stratify_by_column": stratify_column} if stratify_column else {}
         try:
             parts = (stratified_split(dsd["train"], test_size=spec.validation_split, seed=seed,
                                       column=stratify_column) if stratify_column else  # no row pass

@@ -30,7 +30,9 @@ directory alone.
 **Defaults.** A strategy also declares what a recipe gets where it says nothing:
 :meth:`Strategy.defaults_for` (``spec.defaults(family)``) returns :class:`StrategyDefaults`, the
 default ``training.learning_rate`` for a model family (the recipe's ``model.backend``:
-``transformers`` or ``timm``) and the spec's own defaults that shape what trains (targets, rank...).
+``transformers`` or ``timm``) and task, and the spec's own defaults that shape what trains
+(targets, rank...). A task moves the rate through its ``learning_rate_scale`` (NER wants 5x the
+text rate), for the strategies that declare ``task_scaled`` (where that was measured).
 Each strategy's rates are a class attribute, ``learning_rates`` (one per backend it supports,
 checked at registration), chosen from the measurement in ``benchmarks/defaults.py``; the training
 loop applies the rate only when the recipe sets none, and records that it did
@@ -125,9 +127,13 @@ class StrategyDefaults:
     learning_rate: float
     measured: str
     settings: dict[str, Any] = field(default_factory=dict)
+    task: Optional[str] = None       # the task whose learning_rate_scale was applied, if any
+    task_scale: float = 1.0
 
     @property
     def source(self) -> str:
+        if self.task_scale != 1.0:
+            return f"strategy {self.strategy} x{self.task_scale:g} for {self.task}"
         return f"strategy {self.strategy}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,12 +161,12 @@ class StrategySpec(Strict):
         """The contract as JSON: what ``run_info.json`` records under ``strategy_contract``."""
         return self.contract().to_dict()
 
-    def defaults(self, family: str) -> StrategyDefaults:
+    def defaults(self, family: str, task: Optional[type["Task"]] = None) -> StrategyDefaults:
         """The defaults of the strategy this spec configures for models of ``family`` (the
-        recipe's ``model.backend``); no model, no torch needed."""
+        recipe's ``model.backend``) on ``task`` (a task class); no model, no torch needed."""
         if self.strategy_class is None:
             raise TypeError(f"{type(self).__name__} belongs to no registered strategy")
-        return self.strategy_class.defaults_for(self, family)
+        return self.strategy_class.defaults_for(self, family, task)
 
 
 class Strategy:
@@ -174,6 +180,9 @@ class Strategy:
     # default training.learning_rate per model family (backend), measured (benchmarks/defaults.py)
     learning_rates: ClassVar[dict[str, float]]
     measured: ClassVar[str] = MEASURED                  # where the learning rates come from
+    # whether the default rate follows the task's learning_rate_scale (True only where that was
+    # measured to help: benchmarks/defaults.py)
+    task_scaled: ClassVar[bool] = False
 
     @classmethod
     def saved_form(cls, spec: StrategySpec) -> str:
@@ -239,13 +248,16 @@ class Strategy:
         return {}
 
     @classmethod
-    def defaults_for(cls, spec: StrategySpec, family: str) -> StrategyDefaults:
+    def defaults_for(cls, spec: StrategySpec, family: str,
+                     task: Optional[type["Task"]] = None) -> StrategyDefaults:
+        scale = task.learning_rate_scale if task is not None and cls.task_scaled else 1.0
         return StrategyDefaults(strategy=cls.name, family=family,
-                                learning_rate=cls.default_learning_rate(spec, family),
-                                measured=cls.measured, settings=cls.default_settings(spec, family))
+                                learning_rate=float(f"{cls.default_learning_rate(spec, family) * scale:.10g}"),
+                                measured=cls.measured, settings=cls.default_settings(spec, family),
+                                task=task.name if scale != 1.0 else None, task_scale=scale)
 
     def defaults(self) -> StrategyDefaults:
-        return self.defaults_for(self.spec, self.task.recipe.model.backend)
+        return self.defaults_for(self.spec, self.task.recipe.model.backend, type(self.task))
 
     def card_facts(self) -> dict[str, Any]:
         """The contract as JSON, for ``run_info.json`` (``strategy_contract``): what the model

@@ -20,7 +20,6 @@ peft has wrapped a layer (``query`` -> ``query.base_layer`` + ``query.lora_A``..
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 

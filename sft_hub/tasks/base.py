@@ -113,6 +113,10 @@ class Task:
     # they were measured to keep validation quality (they need a length_feature too).
     groups_training_by_length: ClassVar[bool] = True
     image_inputs: ClassVar[bool] = False
+    # How far above (or below) the strategies' default learning rates this task's best rates sit
+    # at small budgets (benchmarks/defaults.py): a strategy whose rate was measured to move with
+    # the task (``Strategy.task_scaled``) defaults to its rate times this factor.
+    learning_rate_scale: ClassVar[float] = 1.0
     # Derived from ``metrics``/``best_metric`` (see __init_subclass__); read by training.py.
     default_metric: ClassVar[str]
     greater_is_better: ClassVar[bool]

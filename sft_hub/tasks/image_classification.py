@@ -133,8 +133,6 @@ class ImageClassification(SingleLabelTask):
 
     def load_data(self) -> "DatasetDict":
         """The final splits, with unreadable images failing the run or dropped and reported."""
-        from datasets import DatasetDict
-
         return self._check_images(super().load_data())
 
     def load_eval_data(self, raw: "DatasetDict") -> "DatasetDict":
