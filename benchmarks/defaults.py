@@ -116,13 +116,16 @@ def _wnut_points() -> list[Point]:
     return [P("full", {"name": "full"}, 5e-4), P("lora r8 all-linear", lora(8), 5e-3),
             P("lora r8 all-linear", lora(8), 1e-2), P("full", {"name": "full"}, 1e-3),
             P("freeze last 2", {"name": "freeze", "train_last_n_layers": 2}, 2.5e-3),
-            P("freeze last 2", {"name": "freeze", "train_last_n_layers": 2}, 5e-4)]
+            P("freeze last 2", {"name": "freeze", "train_last_n_layers": 2}, 5e-4),
+            P("full", {"name": "full"}, 1e-4)]
 
 
 def _digits_points() -> list[Point]:
     P = lambda label, strategy, lr, ep=1: Point("digits", label, strategy, lr, ep)  # noqa: E731
     return [P("lora r8 (every conv)", lora(8, None), 1e-2),
-            P("freeze head only", {"name": "freeze", "train_last_n_layers": 0}, 1e-2)]
+            P("freeze head only", {"name": "freeze", "train_last_n_layers": 0}, 1e-2),
+            P("ia3", {"name": "ia3"}, 1e-1), P("bitfit", {"name": "bitfit"}, 2e-2),
+            P("bitfit", {"name": "bitfit"}, 5e-2)]
 
 
 def _defaults(suite: str, *names: str) -> list[Point]:

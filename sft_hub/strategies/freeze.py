@@ -83,7 +83,6 @@ class Freeze(Strategy):
     # trained layer gets) and head only (a linear probe needs a far larger rate)
     learning_rates = {"transformers": 5e-4, "timm": 2e-3}  # the default: the last 2 layers
     head_only_learning_rates = {"transformers": 1e-2, "timm": 1e-2}
-    task_scaled = True  # WNUT17: the task's 5x (README "Strategy defaults")
 
     @classmethod
     def default_learning_rate(cls, spec: FreezeSpec, family: str) -> float:
