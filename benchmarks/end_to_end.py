@@ -293,9 +293,17 @@ def main() -> None:
     p.add_argument("--test-rows", type=int, default=None, help="default: all")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="both sides (default: text 5e-5, token 2e-4, image 2e-3)")
+    p.add_argument("--epochs", type=float, default=None, help="both sides (default: 1)")
     p.add_argument("--sft-hub-override", action="append", default=[],
                    help="extra sft-hub override (e.g. training.train_sampling_strategy=random)")
     a = p.parse_args()
+    chosen = {"text": TEXT, "token": TOKEN, "image": IMAGE}[a.task]
+    if a.learning_rate is not None:
+        chosen["lr"] = a.learning_rate
+    if a.epochs is not None:
+        chosen["epochs"] = a.epochs
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         validation = a.validation_rows if a.validation_rows or a.task != "image" else 200
@@ -306,7 +314,8 @@ def main() -> None:
         B.interleave(sides, a.repeats)
         units, flops, unit = work_units(a.task, files)
     base, sft = sides
-    print(f"\n{a.task}: {a.train_rows} training rows, {a.repeats} interleaved repeats, "
+    print(f"\n{a.task}: {a.train_rows} training rows, {chosen['epochs']:g} epoch(s), learning "
+          f"rate {chosen['lr']:g}, {a.repeats} interleaved repeats, "
           f"device {a.device}; {B.machine()}")
     print(f"{'':10}{'wall s (median)':>16}{'CPU s':>10}{'train s':>10}"
           f"{'val ' + METRIC[a.task]:>20}{'test ' + METRIC[a.task]:>20}")
