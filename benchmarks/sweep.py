@@ -2,7 +2,7 @@
 
     python benchmarks/sweep.py                      # both parts
     python benchmarks/sweep.py --part overhead      # (1) only
-    python benchmarks/sweep.py --part pruning --trials 12 --rows 256 --epochs 3
+    OMP_NUM_THREADS=1 python benchmarks/sweep.py --part pruning   # the README's figures
 
 (1) **Overhead.** A 3-point grid sweep (learning rate 5e-5 / 1e-4 / 2e-4) of the quickstart
 recipe (all-MiniLM-L6-v2 on the shipped SMS spam data, ``--overhead-rows`` training messages,
@@ -140,8 +140,8 @@ def main() -> None:
     p.add_argument("--part", choices=("overhead", "pruning", "both"), default="both")
     p.add_argument("--overhead-rows", type=int, default=300)
     p.add_argument("--trials", type=int, default=12)
-    p.add_argument("--rows", type=int, default=256)
-    p.add_argument("--eval-rows", type=int, default=200)
+    p.add_argument("--rows", type=int, default=640)
+    p.add_argument("--eval-rows", type=int, default=300)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=48)
