@@ -120,7 +120,7 @@ def calibration(confidence: np.ndarray, correct: np.ndarray,
 # -- writing --------------------------------------------------------------------------------------
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 

@@ -51,6 +51,7 @@ TRIALS = "trials"
 TRIAL_RECORD = "trial.json"
 BEST_RECIPE = "best.yaml"
 TEST_METRICS = "test_metrics.json"
+TEST_LOCK = ".test_metrics.lock"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
 HEARTBEAT_S, GRACE_S = 60, 180  # database storages: a trial silent this long is failed
 
@@ -232,7 +233,7 @@ def _trial_callback(trial, plan: SweepPlan, ranks: Optional["_Ranks"] = None):
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several workers may write it
     tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -371,7 +372,7 @@ def best_recipe(study, plan: SweepPlan, loaded: LoadedRecipe, sweep_dir: Path) -
               f"{plan.metric} = {best.value:.6g}.\n# A plain recipe (no sweep:); "
               f"`sft-hub train {sweep_dir / BEST_RECIPE}` trains it again.\n")
     path = sweep_dir / BEST_RECIPE
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several workers may write it
     tmp.write_text(header + dump_yaml(recipe), encoding="utf-8")
     os.replace(tmp, path)
     return path
@@ -636,7 +637,12 @@ def _after_trial(study, plan: SweepPlan, sweep_dir: Path) -> None:
 def _finish(study, plan: SweepPlan, loaded: LoadedRecipe, sweep_dir: Path) -> SweepResult:
     done, running = _counts(study)
     finished = running == 0 and done >= plan.trials
-    test = _evaluate_best_on_test(study, plan, sweep_dir) if finished else None
+    test = None
+    if finished:  # workers that finish together take turns: the first evaluates, the rest read it
+        from filelock import FileLock
+
+        with FileLock(str(sweep_dir / TEST_LOCK)):
+            test = _evaluate_best_on_test(study, plan, sweep_dir)
     hub = loaded.recipe.hub
     ranking = _ranking(study, plan)
     best = ranking[0] if ranking else None
