@@ -71,9 +71,6 @@ class TokenClassification(Task):
     peft_task_type = "TOKEN_CLS"
     usage_input = 'inputs = "Ada Lovelace was born in London."'
     length_feature = "input_ids"  # evaluation sorted by length (speed.py)
-    # Measured: all-MiniLM-L6-v2 on 600 WNUT17 sentences, 2 epochs, batch 8, lr 1.5e-4: validation
-    # entity F1 0.221 with random batches, 0.000 with length-grouped ones. Not a default here.
-    groups_training_by_length = False
     # WNUT17 (benchmarks/defaults.py, 1,000 sentences, 1 epoch): full fine-tuning at the text
     # default of 1e-4 finds no entity (F1 0.000), 5x that reaches 0.381 (README "Strategy
     # defaults"; layer freezing is best at its own rate, so it does not follow the scale)
