@@ -8,8 +8,11 @@ recorded in ``run_info.json`` under ``speed`` (each default: its value and why).
 =============================  ===========================================  =====================================
 default                        applies to                                   turn it off / set it
 =============================  ===========================================  =====================================
-length-grouped train batches   tasks with a ``length_feature`` (text, NER)  ``training.train_sampling_strategy: random``
-length-sorted evaluation       the same (predictions restored to order)     ``training.sort_eval_by_length: false``
+length-grouped train batches   tasks whose contract says ``groups_training_  ``training.train_sampling_strategy``
+                               by_length`` (none shipped: measured to cost
+                               accuracy), or the recipe asks
+length-sorted evaluation       tasks with a ``length_feature`` (text, NER;  ``training.sort_eval_by_length: false``
+                               predictions restored to order)
 eval batch size for the device every task, unless the recipe sets it        ``training.per_device_eval_batch_size: N``
 DataLoader workers             ``image_inputs`` tasks on an accelerator     ``training.dataloader_num_workers: N``
 pinned memory                  every task on an accelerator                 ``training.dataloader_pin_memory: false``
