@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 from . import plots
 from .data.sources import load_hub_split, load_raw_splits
 from .errors import DataError
+from .files import write_text_atomic
 from .hub_refs import is_hub_ref, parse_hf_ref
 from .inference import LoadedModel, load_model
 from .tasks.base import Breakdown
@@ -119,12 +119,6 @@ def calibration(confidence: np.ndarray, correct: np.ndarray,
 
 # -- writing --------------------------------------------------------------------------------------
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -150,8 +144,8 @@ def _table_files(folder: Path, name: str, rows: list[dict[str, Any]]) -> None:
         return
     header = list(rows[0])
     body = [[r.get(h) for h in header] for r in rows]
-    _write_text(folder / f"{name}.csv", _csv_text(header, body))
-    _write_text(folder / f"{name}.md", markdown_table(header, body))
+    write_text_atomic(folder / f"{name}.csv", _csv_text(header, body))
+    write_text_atomic(folder / f"{name}.md", markdown_table(header, body))
 
 
 def plain_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -180,9 +174,9 @@ def write_report(task: "Task", eval_pred, metrics: dict[str, float], folder: Pat
     totals = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     rows, cols = breakdown.classes, breakdown.predicted_classes
-    _write_text(folder / "confusion_matrix.csv", _csv_text(
+    write_text_atomic(folder / "confusion_matrix.csv", _csv_text(
         ["gold \\ predicted", *cols], [[r, *map(int, counts[i])] for i, r in enumerate(rows)]))
-    _write_text(folder / "confusion_matrix_normalized.csv", _csv_text(
+    write_text_atomic(folder / "confusion_matrix_normalized.csv", _csv_text(
         ["gold \\ predicted", *cols],
         [[r, *(round(float(x), 6) for x in normalised[i])] for i, r in enumerate(rows)]))
     plots.confusion_matrix_png(folder / "confusion_matrix.png", counts, rows, cols,
@@ -198,7 +192,7 @@ def write_report(task: "Task", eval_pred, metrics: dict[str, float], folder: Pat
     summary = {"data": name, "examples": n, "metrics": figures,
                "confidence_interval": interval,
                "calibration": {"ece": calib["ece"], "bins": calib["bins"]}}
-    _write_text(folder / "metrics.json", json.dumps(summary, indent=2))
+    write_text_atomic(folder / "metrics.json", json.dumps(summary, indent=2))
     per_class = (task.per_class.keys(task.per_class_names(task.labels))
                  if task.per_class is not None else set())
     return EvalReport(name, folder, figures, interval, calib, n,
@@ -217,7 +211,7 @@ def _write_errors(path: Path, task: "Task", errors: list[dict[str, Any]],
             entry["input"] = task.example_text(examples[i])
         entry.update(row)
         lines.append(json.dumps(entry, ensure_ascii=False, default=str))
-    _write_text(path, "".join(line + "\n" for line in lines))
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def report_name(data: Optional[str], split: Optional[str]) -> str:

@@ -9,12 +9,12 @@ canvas): no display, no pyplot global state, safe in any process.
 """
 from __future__ import annotations
 
-import os
-
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from .files import temporary_sibling
 
 
 def _figure(width: float, height: float, layout: Optional[str] = None):
@@ -29,7 +29,7 @@ def _figure(width: float, height: float, layout: Optional[str] = None):
 def _save(fig, path: Path) -> Path:
     """Write the PNG through a temporary file, so a reader never sees half a picture."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process writing it
+    tmp = temporary_sibling(path)
     fig.savefig(tmp, format="png", bbox_inches="tight")
     tmp.replace(path)
     return path

@@ -36,6 +36,7 @@ from .card import SWEEP_FOLDER as CARD_DIR  # the best run's leaderboard and plo
 from .catalog import load_recipe, load_variant
 from .distributed import check_processes_connected, launched_processes, process_state, use_cpu
 from .errors import RecipeError, RunDirError
+from .files import write_text_atomic
 from .evaluation import EVAL_DIR
 from .hub import preflight, push_run
 from .recipe.load import COMMAND_LINE, LoadedRecipe
@@ -233,9 +234,7 @@ def _trial_callback(trial, plan: SweepPlan, ranks: Optional["_Ranks"] = None):
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several workers may write it
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def _trial_variant(loaded: LoadedRecipe, plan: SweepPlan, values: dict[str, Any],
@@ -372,9 +371,7 @@ def best_recipe(study, plan: SweepPlan, loaded: LoadedRecipe, sweep_dir: Path) -
               f"{plan.metric} = {best.value:.6g}.\n# A plain recipe (no sweep:); "
               f"`sft-hub train {sweep_dir / BEST_RECIPE}` trains it again.\n")
     path = sweep_dir / BEST_RECIPE
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several workers may write it
-    tmp.write_text(header + dump_yaml(recipe), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, header + dump_yaml(recipe))
     return path
 
 

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from .files import temporary_sibling, write_text_atomic
 from .sweep_space import SweepPlan, shown
 
 PLOTS = "plots"
@@ -87,12 +88,6 @@ def ranked(table: list[dict[str, Any]], plan: SweepPlan) -> list[dict[str, Any]]
     return sorted(table, key=key)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _csv(table: list[dict[str, Any]], plan: SweepPlan) -> str:
     columns = ["trial", "state", *(d.key for d in plan.dimensions), plan.metric, "strategy",
                "train_seconds", "trainable_params", "trainable_percent", "peak_memory_mib",
@@ -154,7 +149,7 @@ def markdown(table: list[dict[str, Any]], plan: SweepPlan, name: str,
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    tmp = temporary_sibling(path)
     fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, path)
@@ -234,7 +229,7 @@ def write_report(study, plan: SweepPlan, sweep_dir: Path,
             test = json.loads((sweep_dir / "test_metrics.json").read_text(encoding="utf-8"))
         except ValueError:
             test = None
-    _write_text(sweep_dir / "leaderboard.csv", _csv(ranked(table, plan), plan))
-    _write_text(sweep_dir / "leaderboard.md", markdown(table, plan, sweep_dir.name, test))
+    write_text_atomic(sweep_dir / "leaderboard.csv", _csv(ranked(table, plan), plan))
+    write_text_atomic(sweep_dir / "leaderboard.md", markdown(table, plan, sweep_dir.name, test))
     write_plots(study, plan, table, sweep_dir / PLOTS)
     return table

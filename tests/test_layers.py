@@ -3,7 +3,7 @@ a plugin's name (it asks the plugin's contract instead).
 
 Layers, bottom up (a module may import its own layer and the ones below):
 
-0. ``errors``, ``hub_refs``, ``_version``: messages, ``hf://`` references
+0. ``errors``, ``files``, ``hub_refs``, ``_version``: messages, atomic files, ``hf://`` references
 1. ``recipe/``: schema pieces, YAML, ``extends``, overrides (knows no task or strategy)
 2. ``registry``, ``metrics``, ``data/``, ``models/``, ``training_controls``: building blocks
 3. ``tasks/``, ``strategies/``: the plugins
@@ -23,7 +23,7 @@ from .conftest import REPO
 
 PACKAGE = REPO / "sft_hub"
 LAYERS = {
-    0: ("errors", "hub_refs", "_version"),
+    0: ("errors", "files", "hub_refs", "_version"),
     1: ("recipe",),
     2: ("registry", "metrics", "data", "models", "training_controls"),
     3: ("tasks", "strategies"),

@@ -251,8 +251,8 @@ class Strategy:
     def defaults_for(cls, spec: StrategySpec, family: str,
                      task: Optional[type["Task"]] = None) -> StrategyDefaults:
         scale = task.learning_rate_scale if task is not None and cls.task_scaled else 1.0
-        return StrategyDefaults(strategy=cls.name, family=family,
-                                learning_rate=float(f"{cls.default_learning_rate(spec, family) * scale:.10g}"),
+        rate = float(f"{cls.default_learning_rate(spec, family) * scale:.10g}")  # 5e-4, not 5.0000001e-4
+        return StrategyDefaults(strategy=cls.name, family=family, learning_rate=rate,
                                 measured=cls.measured, settings=cls.default_settings(spec, family),
                                 task=task.name if scale != 1.0 else None, task_scale=scale)
 
