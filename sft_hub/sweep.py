@@ -504,12 +504,16 @@ def sweep(recipe: Union[str, os.PathLike], overrides: Iterable[str] = (), *, res
     sweep_dir = run_directory(loaded)
     ranks = _Ranks.of_launch(loaded)
     if ranks is not None and not ranks.main:
-        return _follow(ranks, loaded, plan, sweep_dir, list(callbacks))
+        try:
+            return _follow(ranks, loaded, plan, sweep_dir, list(callbacks))
+        finally:
+            ranks.close()
     try:
         return _lead(loaded, plan, sweep_dir, resume, storage, list(callbacks), ranks)
     finally:
         if ranks is not None:
             ranks.share(None)  # the other ranks stop waiting for trials
+            ranks.close()
 
 
 def _lead(loaded: LoadedRecipe, plan: SweepPlan, sweep_dir: Path, resume: bool,
@@ -577,6 +581,15 @@ class _Ranks:
         state = process_state(cpu=use_cpu(loaded.recipe.training))
         check_processes_connected(state)
         return cls(state)
+
+    def close(self) -> None:
+        """Leave the process group together: a rank that exits with the group still open can
+        abort in gloo's teardown ("terminate called without an active exception")."""
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
     def share(self, message: Any = None) -> Any:
         """Rank 0's ``message``, on every rank (a collective: all ranks call it in step)."""
