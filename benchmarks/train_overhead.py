@@ -10,9 +10,10 @@ tokenized to at most 64 tokens; ``token``: the same model on WNUT17 sentences fr
 (first subword labelled), at most 64 subwords; ``image``: efficientnet_lite0 (timm, ImageNet
 weights from ../shared/models) on the shipped digits images at 64x64. Dynamic padding, AdamW
 with a linear schedule and gradient clipping on both sides. sft-hub's time is the Trainer's
-train_runtime for ``--steps`` optimizer steps (evaluation and checkpoints off, and random batches
-like the loop's: ``train_sampling_strategy: random``, so both sides do the same work and the ratio
-is the framework's overhead); the baseline is a hand-written loop (forward, backward, clip, AdamW
+train_runtime for ``--steps`` optimizer steps (evaluation and checkpoints off, random whole
+batches like the loop's: ``train_sampling_strategy: random``, no length-split steps and no
+channels_last, so both sides do the same work and the ratio is the framework's overhead; what
+those defaults gain is measured by ``end_to_end.py``); the baseline is a hand-written loop (forward, backward, clip, AdamW
 step) over the same number of batches. Each side runs ``--repeats`` times, interleaved; the
 fastest run of each is compared. Prints seconds per step and the ratio sft-hub / plain (target:
 <= 1.05); with ``--device cuda`` also tokens or images per second and model FLOPs utilisation
@@ -66,7 +67,8 @@ def run_sft_hub(task: str, steps: int, batch_size: int, workdir: Path, device: s
         "training.save_strategy=no", "training.load_best_model_at_end=false",
         "training.logging_steps=1000", "training.disable_tqdm=true", "training.warmup_steps=0.1",
         "training.weight_decay=0.01", "training.train_sampling_strategy=random",
-        *B.device_flags(device), *extra])
+        "training.split_batches_by_length=false" if task != "image" else
+        "training.channels_last=false", *B.device_flags(device), *extra])
     return result.metrics["train"]["runtime"] / steps
 
 

@@ -11,14 +11,30 @@ default                        applies to                                   turn
 length-grouped train batches   tasks whose contract says ``groups_training_  ``training.train_sampling_strategy``
                                by_length`` (none shipped: measured to cost
                                accuracy), or the recipe asks
+length-split training steps    tasks with a ``length_feature``, on CPU in   ``training.split_batches_by_length``
+                               one process (each random batch run as slices
+                               of similar length: same gradient, less padding)
 length-sorted evaluation       tasks with a ``length_feature`` (text, NER;  ``training.sort_eval_by_length: false``
                                predictions restored to order)
 eval batch size for the device every task, unless the recipe sets it        ``training.per_device_eval_batch_size: N``
 DataLoader workers             ``image_inputs`` tasks on an accelerator     ``training.dataloader_num_workers: N``
 pinned memory                  every task on an accelerator                 ``training.dataloader_pin_memory: false``
-channels_last                  ``image_inputs`` + convolutions, on CUDA     ``training.channels_last: false``
+channels_last                  ``image_inputs`` + convolutions, CUDA or CPU ``training.channels_last: false``
 all of the above               --                                           ``training.speed_defaults: false``
 =============================  ===========================================  =====================================
+
+Length-split training steps keep the batches exactly as random sampling draws them (so the
+optimisation is the one a plain Trainer runs) and cut only the padding: a batch is sorted by
+length and cut into the few slices (:func:`length_groups`) that minimise the tokens computed, each
+padded to its own longest row; the slices' losses, weighted by their share of the batch's scored
+items (rows, or labelled tokens when ``Task.labels_per_token``), add up to the batch's mean loss,
+and one backward pass runs through all of them. The gradient is the full batch's (up to float
+rounding and dropout draws). An extra slice must save at least :data:`SPLIT_SLICE_COST` of the
+padded batch's tokens. On by default on CPU, where a smaller matrix product costs proportionally
+less; on accelerators small slices are bound by kernel launches, so there it waits for a
+measurement (turn it on with ``training.split_batches_by_length: true``). Never under several
+processes: every forward pass of a DDP model synchronises buffers, so ranks whose batches cut into
+different numbers of slices would wait for each other.
 
 Length grouping uses transformers' own megabatch algorithm (random megabatches of 50 batches,
 sorted inside), with the lengths read from the Arrow column in one C pass and a per-epoch seed,
@@ -51,6 +67,13 @@ EVAL_BATCH_CAP = {"cuda": 1024, "cpu": 128}
 #: ResNet/EfficientNet stems and ViT blocks).
 IMAGE_ACTIVATION_FACTOR = 48
 MAX_WORKERS = 8
+#: Where channels_last is the default for convolutional image models, and why.
+CHANNELS_LAST_DEVICES = {
+    "cuda": "the layout tensor-core convolutions run in",
+    "cpu": "the layout oneDNN's fast CPU convolutions run in",
+}
+#: Length-split training steps: each extra slice must save this share of the padded batch's tokens.
+SPLIT_SLICE_COST = 0.05
 
 
 @dataclass
@@ -58,14 +81,20 @@ class SpeedPlan:
     """The speed defaults of one run (recorded in ``run_info.json`` as ``speed``)."""
 
     group_by_length: bool = False
+    split_batches_by_length: bool = False
     sort_eval_by_length: bool = False
     length_feature: Optional[str] = None
+    labels_per_token: bool = False
     per_device_eval_batch_size: int = 0
     dataloader_num_workers: int = 0
     dataloader_pin_memory: bool = False
     channels_last: bool = False
     device: str = "cpu"
     why: dict[str, str] = field(default_factory=dict)
+    #: What length-split steps did: training batches seen and split, tokens a padded batch holds
+    #: and tokens the slices computed (filled during training).
+    split_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("batches", "split", "padded_tokens", "computed_tokens"), 0))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +113,8 @@ def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
     length_feature = getattr(task, "length_feature", None)
     images = bool(getattr(task, "image_inputs", False))
     device = _device_kind(args)
-    plan = SpeedPlan(length_feature=length_feature, device=device)
+    plan = SpeedPlan(length_feature=length_feature, device=device,
+                     labels_per_token=bool(getattr(task, "labels_per_token", False)))
     why = plan.why
     off = "training.speed_defaults: false"
 
@@ -105,6 +135,34 @@ def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
         raise RecipeError(f"{task.name} inputs have no length to group training batches by",
                           field="training.train_sampling_strategy",
                           hint="use train_sampling_strategy: random (the default for this task)")
+
+    # length-split training steps
+    asked = getattr(extras, "split_batches_by_length", None)
+    if asked is not None:
+        if asked and length_feature is None:
+            raise RecipeError(f"{task.name} inputs have no length to split training batches by",
+                              field="training.split_batches_by_length",
+                              hint="remove training.split_batches_by_length")
+        plan.split_batches_by_length = bool(asked)
+        why["split_batches_by_length"] = f"recipe: split_batches_by_length {str(asked).lower()}"
+    elif not enabled:
+        why["split_batches_by_length"] = off
+    elif length_feature is None:
+        why["split_batches_by_length"] = "the task's inputs have no length"
+    elif device != "cpu":
+        why["split_batches_by_length"] = (f"{device}: not measured there (small slices are bound "
+                                          "by kernel launches)")
+    else:
+        plan.split_batches_by_length = True
+        why["split_batches_by_length"] = ("default: each random batch runs as slices of similar "
+                                          "length (the same gradient, less padding)")
+
+    if plan.split_batches_by_length and int(getattr(args, "world_size", 1) or 1) > 1:
+        # a DDP model synchronises its buffers in every forward pass: ranks that cut their
+        # batches into different numbers of slices would wait for each other for ever
+        plan.split_batches_by_length = False
+        why["split_batches_by_length"] = ("off: several processes (each forward pass of a DDP "
+                                          "model is a collective; ranks' slices differ)")
 
     # length-sorted evaluation
     asked = getattr(extras, "sort_eval_by_length", None)
@@ -162,12 +220,12 @@ def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
         why["channels_last"] = off
     elif not images or not has_convolutions(model):
         why["channels_last"] = "the model has no 2-D convolutions"
-    elif device != "cuda":
-        why["channels_last"] = (f"{device}: not faster there (on CUDA it is the memory layout "
-                                "tensor-core convolutions run in)")
+    elif device not in CHANNELS_LAST_DEVICES:
+        why["channels_last"] = f"{device}: not measured there"
     else:
         plan.channels_last = True
-        why["channels_last"] = "default: convolutional model on CUDA"
+        why["channels_last"] = (f"default: convolutional model on {device} "
+                                f"({CHANNELS_LAST_DEVICES[device]})")
     return plan
 
 
@@ -293,6 +351,78 @@ def pick_eval_batch_size(plan: SpeedPlan, args: Any, model: Any, data: Any) -> t
 
 
 # -- lengths, grouping, sorting --------------------------------------------------------------
+def length_groups(lengths: Sequence[int], slice_cost: float) -> list[list[int]]:
+    """Rows of one batch cut into slices of similar length: the partition of the rows, longest
+    first, into contiguous runs that minimises the tokens computed (each slice padded to its own
+    longest row) plus ``slice_cost`` tokens per slice after the first. Exact (dynamic
+    programming over the sorted lengths, quadratic in the batch size)."""
+    order = sorted_order(lengths)
+    n = len(order)
+    if n == 0:
+        return []
+    ranked = [int(lengths[i]) for i in order]
+    best = [0.0] + [math.inf] * n  # best[j]: cost of the first j rows (longest first)
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):  # the last slice is rows i..j-1, padded to ranked[i]
+            cost = best[i] + (j - i) * ranked[i] + (slice_cost if i else 0.0)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    bounds, j = [], n
+    while j:
+        bounds.append((cut[j], j))
+        j = cut[j]
+    return [order[i:j] for i, j in reversed(bounds)]
+
+
+def length_slices(inputs: dict, *, labels_per_token: bool,
+                  slice_cost: float = SPLIT_SLICE_COST) -> Optional[list[tuple[dict, int, int]]]:
+    """A padded training batch as slices of similar length: ``(inputs, scored items, tokens)``
+    per slice, or None when it is not worth splitting (or cannot be: no 2-D attention mask, or
+    padding on the left). Every per-row tensor is cut to the slice's rows, every per-token one
+    (``labels`` only with ``labels_per_token``) to its columns; scored items are rows, or
+    labelled tokens (not -100) with ``labels_per_token``. A slice that scores nothing is left out."""
+    import torch
+
+    mask = inputs.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[0] < 2:
+        return None
+    rows, width = mask.shape
+    if not bool(mask[:, 0].all()):
+        # left padding (or none in some rows' first column): cutting it would shift the
+        # positions of models that number tokens from the first column, changing the outputs
+        return None
+    lengths = mask.sum(1).tolist()
+    groups = length_groups(lengths, slice_cost * rows * width)
+    if len(groups) < 2:
+        return None
+    labels = inputs.get("labels")
+    if labels_per_token:
+        if not isinstance(labels, torch.Tensor) or labels.shape != mask.shape:
+            return None
+        scored = (labels != -100).sum(1).tolist()
+    else:
+        scored = [1] * rows
+    slices = []
+    for group in groups:
+        items = sum(scored[i] for i in group)
+        if not items:
+            continue
+        n = max(lengths[i] for i in group)
+        keep = torch.tensor(group, device=mask.device)
+        part = {}
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == rows:
+                value = value.index_select(0, keep)
+                per_token = value.dim() >= 2 and value.shape[1] == width and (
+                    key != "labels" or labels_per_token)
+                if per_token:
+                    value = value[:, :n].contiguous()
+            part[key] = value
+        slices.append((part, items, n * len(group)))
+    return slices
+
+
 def input_lengths(dataset: Any, feature: str) -> list[int]:
     """Length of ``feature`` (a list column such as ``input_ids``) per row, in dataset order.
 
@@ -369,6 +499,34 @@ class SpeedTrainerMixin:
             input_lengths(dataset, plan.length_feature),
             args.train_batch_size * args.gradient_accumulation_steps,
             seed=args.data_seed if args.data_seed is not None else args.seed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        plan = self.speed
+        slices = None
+        if plan is not None and plan.split_batches_by_length and not return_outputs \
+                and model.training:
+            slices = length_slices(inputs, labels_per_token=plan.labels_per_token)
+            counts = plan.split_counts
+            counts["batches"] += 1
+            mask = inputs.get("attention_mask")
+            padded = int(mask.numel()) if mask is not None else 0
+            counts["padded_tokens"] += padded
+            counts["computed_tokens"] += sum(s[2] for s in slices) if slices else padded
+            counts["split"] += bool(slices)
+        if not slices:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        # A slice's loss is its own mean unless the Trainer normalises every loss by the items of
+        # the whole (accumulated) batch: then the slices' losses simply add up.
+        shared = num_items_in_batch is not None and (
+            self.model_accepts_loss_kwargs or self.label_smoother is not None
+            or self.compute_loss_func is not None)
+        total = sum(items for _part, items, _tokens in slices)
+        loss = 0.0
+        for part, items, _tokens in slices:
+            part_loss = super().compute_loss(model, part, num_items_in_batch=num_items_in_batch)
+            loss = loss + (part_loss if shared else part_loss * (items / total))
+        return loss
 
     def _get_eval_sampler(self, eval_dataset):
         if self.speed is not None and self.args.train_sampling_strategy == "group_by_length":

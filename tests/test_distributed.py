@@ -261,6 +261,9 @@ def test_two_process_run_is_really_distributed(two_process_runs):
     assert info["complete"] and info["topology"]["num_processes"] == 2
     assert info["topology"]["launcher"] == "accelerate launch"
     assert info["topology"]["global_train_batch_size"] == 2 * PER_DEVICE_BATCH
+    # every DDP forward pass is a collective: ranks never cut their batches into slices
+    assert info["speed"]["split_batches_by_length"] is False
+    assert "several processes" in info["speed"]["why"]["split_batches_by_length"]
     assert stdout.count("run directory:") == len(records)  # once per run, from rank 0 only
     assert rank0["cache_hits"] == []
     assert len(rank1["cache_hits"]) >= 2  # labels encoded and texts tokenized by rank 0

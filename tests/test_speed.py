@@ -91,6 +91,92 @@ def test_length_grouped_sampler_is_seeded_per_epoch_and_groups_lengths():
     assert padding(first) < 0.2 * padding(rng.permutation(800).tolist())
 
 
+def test_length_groups_cut_a_batch_into_contiguous_slices_that_pad_less():
+    lengths = [5, 60, 6, 58, 7, 61, 5, 59]
+    groups = speed.length_groups(lengths, slice_cost=0.0)
+    assert sorted(i for g in groups for i in g) == list(range(8))  # every row exactly once
+    longest = [max(lengths[i] for i in g) for g in groups]
+    assert longest == sorted(longest, reverse=True)  # slices follow the lengths
+    padded = sum(len(g) * m for g, m in zip(groups, longest))
+    assert padded < 0.6 * len(lengths) * max(lengths)
+    # two clear clusters: with a price on each extra slice, exactly the two clusters
+    assert [sorted(g) for g in speed.length_groups(lengths, slice_cost=20)] == [[1, 3, 5, 7],
+                                                                              [0, 2, 4, 6]]
+    assert speed.length_groups([9] * 6, slice_cost=1) == [list(range(6))]  # nothing to gain
+    assert speed.length_groups(lengths, slice_cost=1e9) == [speed.sorted_order(lengths)]
+
+
+def _padded_batch(per_token: bool, left: bool = False, rows: int = 12, width: int = 30):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, width + 1, (rows,), generator=g)
+    lengths[0] = width
+    positions = torch.arange(width)[None]
+    mask = ((positions >= width - lengths[:, None]) if left
+            else (positions < lengths[:, None])).long()
+    ids = torch.randint(5, 100, (rows, width), generator=g) * mask
+    if per_token:
+        labels = torch.randint(0, 3, (rows, width), generator=g).masked_fill(mask == 0, -100)
+        labels[1] = -100  # a row that scores nothing
+    else:
+        labels = torch.randint(0, 3, (rows,), generator=g)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
+            "labels": labels}
+
+
+@pytest.mark.parametrize("per_token", [False, True])
+def test_length_slices_give_the_gradient_of_the_padded_batch(per_token):
+    """The slices' weighted losses are the batch's mean loss, with its gradient (no dropout)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    cls = BertForTokenClassification if per_token else BertForSequenceClassification
+    torch.manual_seed(0)
+    model = cls(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, num_labels=3,
+                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    batch = _padded_batch(per_token)
+    whole = model(**batch).loss
+    whole.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    slices = speed.length_slices(batch, labels_per_token=per_token, slice_cost=0.02)
+    assert slices is not None and len(slices) >= 2
+    def unpadded(ids):
+        return sorted(tuple(row[row > 0].tolist()) for row in ids)
+
+    kept = sorted(r for part, _, _ in slices for r in unpadded(part["input_ids"]))
+    if per_token:  # a slice that scores nothing may be left out; nothing else is
+        assert set(kept) <= set(unpadded(batch["input_ids"])) and len(kept) >= 11
+    else:
+        assert kept == unpadded(batch["input_ids"])  # every row once, whole
+    assert sum(tokens for _, _, tokens in slices) < batch["attention_mask"].numel()
+    if per_token:  # scored items are labelled tokens
+        assert sum(items for _, items, _ in slices) == int((batch["labels"] != -100).sum())
+        assert all(part["labels"].shape == part["input_ids"].shape for part, _, _ in slices)
+    total = sum(items for _, items, _ in slices)
+    loss = sum(model(**part).loss * (items / total) for part, items, _ in slices)
+    assert float(loss.detach()) == pytest.approx(float(whole.detach()), rel=1e-5)
+    loss.backward()
+    for got, want in zip((p.grad for p in model.parameters()), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_length_slices_leave_alone_what_they_cannot_cut():
+    import torch
+
+    batch = _padded_batch(False)
+    assert speed.length_slices({k: v for k, v in batch.items() if k != "attention_mask"},
+                               labels_per_token=False) is None  # no mask: lengths unknown
+    left = _padded_batch(False, left=True)  # cutting left padding would move BERT's positions
+    assert speed.length_slices(left, labels_per_token=False) is None
+    same = {k: v[:, :10] if v.dim() == 2 else v for k, v in batch.items()}
+    same["attention_mask"] = torch.ones_like(same["attention_mask"])
+    assert speed.length_slices(same, labels_per_token=False) is None  # nothing to gain
+
+
 def test_default_workers_leave_a_core_for_the_training_loop():
     assert speed.default_workers(16) == 8  # capped
     assert speed.default_workers(16, processes=4) == 3
@@ -146,6 +232,51 @@ def test_text_defaults_are_on_and_recorded(varied_recipe, write_recipe):
     assert facts["per_device_eval_batch_size"] == probe.eval_batch_size >= 8
     assert facts["why"]["per_device_eval_batch_size"].startswith("default: chosen for cpu")
     assert facts["channels_last"] is False and facts["dataloader_num_workers"] == 0
+    # on CPU each training batch runs as slices of similar length: fewer tokens computed
+    assert facts["split_batches_by_length"] is True
+    counts = facts["split_counts"]
+    assert counts["batches"] == 6 and counts["split"] >= 1
+    assert counts["computed_tokens"] < counts["padded_tokens"]
+
+
+@pytest.fixture
+def dropout_free_bert(tiny_bert_dir, tmp_path) -> Path:
+    """The tiny BERT without dropout: two runs from one seed train identically."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    out = tmp_path / "bert-no-dropout"
+    shutil.copytree(tiny_bert_dir, out)
+    config = AutoConfig.from_pretrained(out)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(out)
+    return out
+
+
+def test_length_split_steps_train_the_model_random_batches_train(varied_recipe, write_recipe,
+                                                                 dropout_free_bert):
+    """Same seed, split and unsplit steps: the same training (losses and metrics), fewer tokens."""
+    varied_recipe["model"]["path"] = str(dropout_free_bert)
+    varied_recipe["training"].update(logging_steps=1, eval_strategy="no", save_strategy="no",
+                                     load_best_model_at_end=False)
+    split = train(write_recipe(varied_recipe), ["output.dir=run-split"])
+    plain = train(write_recipe(varied_recipe), ["output.dir=run-plain",
+                                                "training.split_batches_by_length=false"])
+    on, off = _run_info(split)["speed"], _run_info(plain)["speed"]
+    assert on["split_batches_by_length"] and on["split_counts"]["split"] >= 1
+    assert not off["split_batches_by_length"] and off["split_counts"]["split"] == 0
+    assert off["why"]["split_batches_by_length"] == "recipe: split_batches_by_length false"
+
+    def losses(result):
+        state = json.loads((result.run_dir / "trainer_state.json").read_text())
+        return [e["loss"] for e in state["log_history"] if "loss" in e]
+
+    assert len(losses(plain)) == 6  # one per step
+    assert losses(split) == pytest.approx(losses(plain), rel=1e-4)
+    for key, value in plain.metrics["test"].items():
+        if "runtime" not in key and "per_second" not in key:
+            assert split.metrics["test"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
 def test_length_grouped_training_batches_are_one_recipe_line_away(varied_recipe, write_recipe):
@@ -175,9 +306,11 @@ def test_speed_defaults_false_turns_every_default_off(varied_recipe, write_recip
     result = train(write_recipe(varied_recipe), ["training.speed_defaults=false"])
     facts = _run_info(result)["speed"]
     assert not facts["group_by_length"] and not facts["sort_eval_by_length"]
+    assert not facts["split_batches_by_length"]
     assert facts["per_device_eval_batch_size"] == 64  # sft-hub's fixed default (TRAINING_DEFAULTS)
     assert all("speed_defaults: false" in facts["why"][k]
-               for k in ("group_by_length", "sort_eval_by_length", "per_device_eval_batch_size"))
+               for k in ("group_by_length", "sort_eval_by_length", "split_batches_by_length",
+                         "per_device_eval_batch_size"))
 
 
 def test_sorted_evaluation_gives_the_metrics_of_unsorted_evaluation(varied_recipe, write_recipe):
@@ -244,6 +377,8 @@ def test_token_classification_sorts_evaluation_but_trains_on_random_batches(tmp_
     assert not facts["group_by_length"] and facts["sort_eval_by_length"]
     assert "contract" in facts["why"]["group_by_length"]
     assert facts["length_feature"] == "input_ids"
+    assert facts["split_batches_by_length"] and facts["labels_per_token"]  # labels cut with inputs
+    assert facts["split_counts"]["batches"] >= 1
 
 
 def _timm_recipe(tmp_path):
@@ -263,10 +398,20 @@ def test_image_defaults_and_channels_last_switch(tmp_path, write_recipe):
     assert facts["dataloader_num_workers"] == 0  # CPU
     assert (result.run_dir / "model.safetensors").is_file()  # saved in the standard layout
     default = train(write_recipe(recipe), ["output.dir=run2"])
-    assert _run_info(default)["speed"]["channels_last"] is False  # CPU: off by default
+    facts = _run_info(default)["speed"]
+    assert facts["channels_last"] is True  # convolutions on CPU: oneDNN's layout, on by default
+    assert facts["why"]["channels_last"].startswith("default: convolutional model on cpu")
+    off = train(write_recipe(recipe), ["output.dir=run3", "training.channels_last=false"])
+    assert _run_info(off)["speed"]["channels_last"] is False
+    # the saved weights do not depend on the training layout
+    from safetensors.torch import load_file
+
+    for run in (default, off):
+        assert all(t.is_contiguous() for t in load_file(run.run_dir / "model.safetensors").values())
 
 
 @pytest.mark.parametrize("override", ["training.sort_eval_by_length=true",
+                                      "training.split_batches_by_length=true",
                                       "training.train_sampling_strategy=group_by_length"])
 def test_length_defaults_asked_of_an_image_task_are_refused(tmp_path, write_recipe, override):
     with pytest.raises(RecipeError, match="no length") as err:

@@ -189,15 +189,19 @@ class TrainingExtras(Strict):
     # Speed defaults (sft_hub/speed.py): each decided per task and device, each switchable.
     speed_defaults: bool = Field(
         True, description="false: none of sft-hub's speed defaults (length-grouped batches, "
-        "length-sorted evaluation, device-sized evaluation batch, DataLoader workers, "
-        "channels_last); the plain Trainer settings run", json_schema_extra=hub(HUB_ANY))
+        "length-split training steps, length-sorted evaluation, device-sized evaluation batch, "
+        "DataLoader workers, channels_last); the plain Trainer settings run", json_schema_extra=hub(HUB_ANY))
+    split_batches_by_length: Optional[bool] = Field(
+        None, description="run each training batch as slices of similar length, each padded to "
+        "its own longest row: the same gradient with less padding (default: on for tasks whose "
+        "inputs have a length, on CPU)", json_schema_extra=hub(HUB_ANY))
     sort_eval_by_length: Optional[bool] = Field(
         None, description="evaluate and predict longest inputs first, predictions restored to "
         "dataset order (default: on for tasks whose inputs have a length)",
         json_schema_extra=hub(HUB_ANY))
     channels_last: Optional[bool] = Field(
         None, description="train a convolutional image model in channels_last memory layout "
-        "(default: on for convolutional models on CUDA)", json_schema_extra=hub(HUB_ANY))
+        "(default: on for convolutional models on CUDA and CPU)", json_schema_extra=hub(HUB_ANY))
 
 
 # sft-hub's defaults for TrainingArguments fields: the one place each is written. Evaluate and save

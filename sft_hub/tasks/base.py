@@ -115,6 +115,9 @@ class Task:
     # 0.7-3.4 points of validation accuracy in every seed for ~2x faster training, and on WNUT17
     # entity F1 fell from 0.22 to 0.00; a recipe turns them on with train_sampling_strategy.
     groups_training_by_length: ClassVar[bool] = False
+    # Whether ``labels`` hold one label per token (-100: not scored), cut with the inputs when a
+    # training batch is run as length slices (speed.py); otherwise one label (row) per example.
+    labels_per_token: ClassVar[bool] = False
     image_inputs: ClassVar[bool] = False
     # How far above (or below) the strategies' default learning rates this task's best rates sit
     # at small budgets (benchmarks/defaults.py): a strategy whose rate was measured to move with

@@ -71,6 +71,7 @@ class TokenClassification(Task):
     peft_task_type = "TOKEN_CLS"
     usage_input = 'inputs = "Ada Lovelace was born in London."'
     length_feature = "input_ids"  # evaluation sorted by length (speed.py)
+    labels_per_token = True
     # WNUT17 (benchmarks/defaults.py, 1,000 sentences, 1 epoch): full fine-tuning at the text
     # default of 1e-4 finds no entity (F1 0.000), 5x that reaches 0.381 (README "Strategy
     # defaults"; layer freezing is best at its own rate, so it does not follow the scale)
