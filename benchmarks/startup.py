@@ -5,8 +5,9 @@
 
 ``image``: image folders of N PNG files generated from the digits set (its 1,437 training images,
 copied round-robin), efficientnet_lite0 (timm, ImageNet weights from ../shared/models) at 64x64,
-batch 32. Before the first step sft-hub lists the folders, checks every file's header (no pixel is
-decoded: that happens in the batches), carves the validation split and builds the model.
+batch 32. Before the first step sft-hub lists the folders (``os.scandir``), carves the validation
+split, checks the validation files' headers (no pixel is decoded: that happens in the batches) and
+builds the model; the training files' headers are checked in a background thread beside training.
 
 ``text``: N SST-2 rows (the GLUE train split, repeated to reach N), all-MiniLM-L6-v2, batch 32,
 max_length 64. Each size is timed cold (an empty ``datasets`` cache: the rows are tokenized, with

@@ -174,8 +174,8 @@ def _corrupt(image_folders: Path) -> Path:
     return bad
 
 
-def test_corrupt_image_fails_before_training_naming_the_file(tiny_vit, image_folders,
-                                                             write_recipe, tmp_path):
+def test_corrupt_image_fails_the_run_naming_the_file(tiny_vit, image_folders, write_recipe,
+                                                     tmp_path):
     bad = _corrupt(image_folders)
     recipe = recipe_for({"name": str(tiny_vit)}, {"files": {"train": "images/train"},
                                                   "validation_split": 0.5}, tmp_path)

@@ -460,6 +460,32 @@ def test_header_check_flags_non_images_but_not_truncated_pixels(tmp_path):
         check_image_header({"path": str(tmp_path / "missing.png"), "bytes": None})
 
 
+def test_training_headers_are_checked_beside_training_and_fail_at_the_next_batch(tmp_path):
+    """The training split's headers are checked in a background thread (the first step does
+    not wait for 20,000 file reads); its first finding fails the run at the next batch, with the
+    up-front check's file-naming error."""
+    from PIL import Image
+
+    from sft_hub.data.images import BackgroundHeaderCheck, BadImages, ImageProblems
+
+    files = []
+    for i in range(300):
+        path = tmp_path / f"{i:03d}.png"
+        Image.new("RGB", (4, 4)).save(path)
+        files.append(str(path))
+    (tmp_path / "150.png").write_bytes(b"")  # empty: its header says so
+    check = BackgroundHeaderCheck(files, "train")
+    assert check.wait(60)
+    problems = ImageProblems(BadImages(), skip=False, notes=[], checks=[check])
+    with pytest.raises(DataError, match="cannot read image: the file is empty") as err:
+        problems.take({"pixel_values": object()})
+    assert err.value.file == str(tmp_path / "150.png") and "skip_bad_images" in err.value.hint
+    fine = BackgroundHeaderCheck(files[:100], "train")
+    assert fine.wait(60) and fine.problem is None
+    batch = {"pixel_values": 1}
+    assert ImageProblems(BadImages(), skip=False, notes=[], checks=[fine]).take(batch) is batch
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_pixels_that_fail_during_training_name_the_file(tmp_path, write_recipe, workers):
     recipe = _timm_recipe(tmp_path)

@@ -171,7 +171,7 @@ def encode_labels(dsd: "DatasetDict", column: str, names: list[str]) -> "Dataset
     out = {}
     for split, ds in dsd.items():
         seen = _names_of(DatasetDict({split: ds}), split, column)
-        missing_rows = sum(1 for v in ds[column] if v is None)
+        missing_rows = sum(1 for v in column_values(ds, column) if v is None)  # one Arrow read
         if missing_rows:
             raise DataError(f"{missing_rows} row(s) of the {split} split have no label",
                             field="data.label_column", hint="fill or drop those rows")

@@ -3,10 +3,12 @@
 Data: a Hub dataset with an Image column, image folders (``data.files.train: photos/train`` laid
 out as ``<label>/<image>``), or CSV/JSON tables with an image-path column (paths relative to the
 table's folder) and a label column. Every image is opened as RGB by
-:func:`sft_hub.data.images.open_image`; every image file's header is checked before training (a
-missing, empty or non-image file fails the run up front, naming the file), and pixels are decoded
-only when training reads them (a file that fails then raises the same error); with
-``data.skip_bad_images: true`` either kind is skipped and reported.
+:func:`sft_hub.data.images.open_image`; every image file's header is checked (a missing, empty or
+non-image file fails the run, naming the file: evaluation splits before training, the training
+split in a background thread beside the first steps, so that the time to the first step does not
+grow with the data), and pixels are decoded only when training reads them (a file that fails then
+raises the same error); with ``data.skip_bad_images: true`` either kind is skipped and reported
+(training images when training meets them, evaluation images up front).
 
 Models: ``model.backend: transformers`` loads ``AutoModelForImageClassification`` and
 ``AutoImageProcessor`` (ViT, ConvNeXt, ResNet, Swin, and timm checkpoints on the Hub);
@@ -21,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field
 
-from ..data.images import (BadImages, find_bad_images, image_name, ImageProblems, open_image,
-                           read_image_folder, scan_label_folders)
+from ..data.columns import column_values
+from ..data.images import (BackgroundHeaderCheck, BadImages, find_bad_images, image_name,
+                           ImageProblems, open_image, read_image_folder, scan_label_folders)
 from ..data.sources import READERS, file_format, resolve_local
 from ..data.transforms import (BatchTransform, eval_transform, ImageCollator, is_timm_processor,
                                train_transform)
@@ -69,6 +72,7 @@ class ImageClassification(SingleLabelTask):
     def __init__(self, recipe, recipe_dir: Path):
         super().__init__(recipe, recipe_dir)
         self.bad_images = BadImages()
+        self.header_checks: list[BackgroundHeaderCheck] = []  # training split, beside training
         self._timm_model: Any = None
 
     @property
@@ -132,24 +136,37 @@ class ImageClassification(SingleLabelTask):
         return folders.pop()
 
     def load_data(self) -> "DatasetDict":
-        """The final splits, with unreadable images failing the run or dropped and reported."""
-        return self._check_images(super().load_data())
+        """The final splits, with unreadable images failing the run or dropped and reported (the
+        training split's files are checked beside training: :meth:`_check_images`)."""
+        return self._check_images(super().load_data(), beside_training="train")
 
     def load_eval_data(self, raw: "DatasetDict") -> "DatasetDict":
         return self._check_images(super().load_eval_data(raw))
 
-    def _check_images(self, dsd: "DatasetDict") -> "DatasetDict":
-        """Check every image file's header (no decoding: the time to the first step barely grows
-        with the data): an unreadable one fails, naming the file, or is dropped and counted
-        (``data.skip_bad_images``). Pixels that do not decode are found when training reads them
-        (same error, or skipped and counted: data/images.py ImageProblems); so are images embedded
-        in a Hub dataset, which are not read up front at all."""
+    def _check_images(self, dsd: "DatasetDict",
+                      beside_training: Optional[str] = None) -> "DatasetDict":
+        """Check every image file's header (no decoding): an unreadable one fails, naming the
+        file, or is dropped and counted (``data.skip_bad_images``). Pixels that do not decode are
+        found when training reads them (same error, or skipped and counted: data/images.py
+        ImageProblems); so are images embedded in a Hub dataset, which are not read up front.
+
+        The ``beside_training`` split is not checked here, so that the time to the first step
+        does not grow with it: its headers are checked in a background thread whose first
+        finding fails the run at the next batch (:class:`BackgroundHeaderCheck`), or, with
+        ``skip_bad_images``, each unreadable file is skipped and counted when training meets it.
+        Evaluation splits are checked here: their predictions are matched to their rows."""
         from datasets import DatasetDict
 
         spec = self.recipe.data
         out = {}
         for split, ds in dsd.items():
             if not spec.files:  # Hub data: the bytes are in the dataset; reading them costs the data
+                out[split] = ds
+                continue
+            if split == beside_training:
+                if not spec.skip_bad_images:
+                    self.header_checks.append(BackgroundHeaderCheck(
+                        column_values(ds, spec.image_column), split))
                 out[split] = ds
                 continue
             values = (v for batch in ds.select_columns([spec.image_column]).iter(batch_size=256)
@@ -238,7 +255,7 @@ class ImageClassification(SingleLabelTask):
     def data_collator(self):
         # images that decode badly during training fail or are skipped on the main process
         return ImageCollator(ImageProblems(self.bad_images, skip=self.recipe.data.skip_bad_images,
-                                           notes=self.notes))
+                                           notes=self.notes, checks=self.header_checks))
 
     # -- eval and predict ----------------------------------------------------------------------
     @classmethod
