@@ -66,7 +66,15 @@ def sft_text(files, work: Path, seed: int, device: str, extra: list[str]) -> dic
               "training": _common_training(TEXT)}
     r = _sft_hub(recipe, B.device_flags(device) + extra, work, seed)
     return {"test": r.metrics.get("test", {}).get("accuracy"),
-            "validation": r.metrics["validation"]["accuracy"], "train_s": r.metrics["train"]["runtime"]}
+            "validation": r.metrics["validation"]["accuracy"], "train_s": r.metrics["train"]["runtime"],
+            **_tokens_computed(r)}
+
+
+def _tokens_computed(result) -> dict:
+    """Share of the padded training tokens the length-split steps computed (1.0: not split)."""
+    counts = (result.run_info.get("speed") or {}).get("split_counts") or {}
+    padded = counts.get("padded_tokens") or 0
+    return {"tokens_computed": counts["computed_tokens"] / padded} if padded else {}
 
 
 def sft_token(files, work: Path, seed: int, device: str, extra: list[str]) -> dict:
@@ -79,7 +87,7 @@ def sft_token(files, work: Path, seed: int, device: str, extra: list[str]) -> di
               "training": _common_training(TOKEN)}
     r = _sft_hub(recipe, B.device_flags(device) + extra, work, seed)
     return {"test": r.metrics["test"]["entity_f1"], "validation": r.metrics["validation"]["entity_f1"],
-            "train_s": r.metrics["train"]["runtime"]}
+            "train_s": r.metrics["train"]["runtime"], **_tokens_computed(r)}
 
 
 def sft_image(files, work: Path, seed: int, device: str, extra: list[str]) -> dict:
@@ -331,6 +339,11 @@ def main() -> None:
                                 units=units, unit=unit)
         print(f"{'':10}training: " + "  ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
+    if any("tokens_computed" in r for r in sft.results):
+        print(f"sft-hub's length-split training steps computed "
+              f"{100 * sft.median('tokens_computed'):.1f}% of the padded batches' tokens (median)")
+    train_ratio = base.median("train_s") / sft.median("train_s")
+    print(f"speed-up baseline / sft-hub, training alone (train_runtime medians): {train_ratio:.2f}x")
     ratios = [b["seconds"] / s["seconds"] for b, s in zip(base.results, sft.results)]
     print(f"speed-up baseline / sft-hub, wall time: median {statistics.median(ratios):.2f}x "
           f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}); median of medians "

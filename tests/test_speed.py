@@ -475,12 +475,16 @@ def test_training_headers_are_checked_beside_training_and_fail_at_the_next_batch
         files.append(str(path))
     (tmp_path / "150.png").write_bytes(b"")  # empty: its header says so
     check = BackgroundHeaderCheck(files, "train")
-    assert check.wait(60)
     problems = ImageProblems(BadImages(), skip=False, notes=[], checks=[check])
+    problems.take({"pixel_values": object()})  # the first step's batch: the check waits for it
+    assert not check.wait(0.2)
+    problems.take({"pixel_values": object()})  # batch 2 starts it
+    assert check.wait(60)
     with pytest.raises(DataError, match="cannot read image: the file is empty") as err:
         problems.take({"pixel_values": object()})
     assert err.value.file == str(tmp_path / "150.png") and "skip_bad_images" in err.value.hint
     fine = BackgroundHeaderCheck(files[:100], "train")
+    fine.start()
     assert fine.wait(60) and fine.problem is None
     batch = {"pixel_values": 1}
     assert ImageProblems(BadImages(), skip=False, notes=[], checks=[fine]).take(batch) is batch

@@ -9,10 +9,11 @@ Nothing here imports torch; Pillow and numpy are imported where needed.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..errors import DataError
 
@@ -151,12 +152,11 @@ def _label_dirs(folder: Path) -> list[Path]:
     return [p for p in sorted(Path(folder).iterdir()) if p.is_dir() and not p.name.startswith(".")]
 
 
-def _image_files(folder: Path) -> list[str]:
-    """Image files under ``folder`` (any depth, sorted), listed with ``os.scandir``: a folder's
-    entries come with their types, so no file is stat-ed (20,000 files: tens of milliseconds).
-    Symlinked files count; symlinked folders are not followed (like ``Path.rglob``); hidden files
-    and folders (``.ipynb_checkpoints``) are left out."""
-    found: list[str] = []
+def _iter_image_files(folder: Path) -> Iterator[str]:
+    """Image files under ``folder`` (any depth, in directory order), listed with ``os.scandir``:
+    a folder's entries come with their types, so no file is stat-ed. Symlinked files count;
+    symlinked folders are not followed (like ``Path.rglob``); hidden files and folders
+    (``.ipynb_checkpoints``) are left out."""
     pending = [str(folder)]
     while pending:
         with os.scandir(pending.pop()) as entries:
@@ -167,8 +167,23 @@ def _image_files(folder: Path) -> list[str]:
                     pending.append(entry.path)
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS \
                         and entry.is_file():
-                    found.append(entry.path)
-    return sorted(found, key=lambda path: path.split(os.sep))  # Path order: by parts
+                    yield entry.path
+
+
+def _image_files(folder: Path) -> list[str]:
+    """:func:`_iter_image_files`, sorted as ``Path`` objects sort (by path components; files
+    all in one folder sort the same as plain strings, which is cheaper)."""
+    found = list(_iter_image_files(folder))
+    prefix = len(str(folder)) + 1
+    if any(os.sep in path[prefix:] for path in found):
+        return sorted(found, key=lambda path: path.split(os.sep))
+    return sorted(found)
+
+
+def check_label_folders(folder: Path, split: str = "train") -> None:
+    """The errors of :func:`scan_label_folders`, found without listing every file (it stops at
+    the first image): what ``sft-hub validate`` and the recipe check before loading ask."""
+    _label_folders(folder, split, first_only=True)
 
 
 def scan_label_folders(folder: Path, split: str = "train") -> tuple[list[str], list[str]]:
@@ -177,6 +192,10 @@ def scan_label_folders(folder: Path, split: str = "train") -> tuple[list[str], l
     Non-image files (README, .DS_Store, ...) are ignored. A folder of split folders (``train/``,
     ``test/``) or one without images is a :class:`DataError` saying how to point at it.
     """
+    return _label_folders(folder, split, first_only=False)
+
+
+def _label_folders(folder: Path, split: str, *, first_only: bool) -> tuple[list[str], list[str]]:
     folder = Path(folder)
     field_name = f"data.files.{split}"
     if not folder.is_dir():
@@ -192,9 +211,14 @@ def scan_label_folders(folder: Path, split: str = "train") -> tuple[list[str], l
     paths: list[str] = []
     labels: list[str] = []
     for label_dir in _label_dirs(folder):
-        found = _image_files(label_dir.resolve())  # resolved once per folder, not per file
+        if first_only:
+            found = list(itertools.islice(_iter_image_files(label_dir), 1))
+        else:
+            found = _image_files(label_dir.resolve())  # resolved once per folder, not per file
         paths += found
         labels += [label_dir.name] * len(found)
+        if first_only and paths:
+            break
     if not paths:
         raise DataError("no images found in <label>/ subfolders", file=str(folder),
                         field=field_name,
@@ -285,27 +309,36 @@ def find_bad_images(values: Iterable[Any], *, split: str, skip: bool,
 
 
 class BackgroundHeaderCheck:
-    """:func:`find_bad_images` over one split in a background thread, started before training and
-    running beside it, so that the time to the first step does not grow with the data set.
+    """:func:`find_bad_images` over one split in a background thread running beside training,
+    so that the time to the first step does not grow with the data set.
 
-    The first unreadable file it finds is kept (``problem``) and raised on the main process by
-    :meth:`ImageProblems.take` at the next training batch: the same file-naming error as the
-    up-front check, seconds into training instead of before it (a file training reads first fails
-    there with the same error anyway). Files only: the paths are read before the thread starts.
+    :class:`ImageProblems` starts it (:meth:`start`) when the second batch arrives, once the first
+    step is done: a Python thread reading headers holds the interpreter lock for most of its work
+    and would otherwise slow down building the model and the first step (20,000 files: by about
+    0.5 s on 2 cores); training steps run in torch kernels without the lock. The first unreadable
+    file it finds is kept (``problem``) and raised on the main process by
+    :meth:`ImageProblems.take` at the next batch: the up-front check's file-naming error, seconds
+    into training instead of before it (a file training reads first fails with that error anyway).
+    ``values``: the image paths, or a callable returning them (read in the thread, so that
+    reading the column is beside training too).
     """
 
-    def __init__(self, values: list[Any], split: str):
+    def __init__(self, values: Any, split: str):
         import threading
 
         self.split, self.problem = split, None
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(values,), daemon=True,
                                         name=f"sft-hub header check ({split})")
-        self._thread.start()
 
-    def _run(self, values: list[Any]) -> None:
+    def start(self) -> None:
+        if not self._thread.is_alive() and not self.done.is_set():
+            self._thread.start()
+
+    def _run(self, values: Any) -> None:
         try:
-            find_bad_images(values, split=self.split, skip=False, progress=False)
+            find_bad_images(values() if callable(values) else values, split=self.split,
+                            skip=False, progress=False)
         except DataError as exc:
             self.problem = exc
         finally:
@@ -386,11 +419,15 @@ class ImageProblems:
     def __init__(self, bad: BadImages, *, skip: bool, notes: list[str],
                  checks: Iterable[BackgroundHeaderCheck] = ()):
         self.bad, self.skip, self.notes = bad, skip, notes
-        self.checks = list(checks)  # header checks still running beside training
+        self.checks = list(checks)  # header checks run beside training (started at batch 2)
         self._seen: set[tuple[str, str]] = set()
+        self._batches = 0
 
     def take(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self._batches += 1
         for check in self.checks:
+            if self._batches == 2:  # the first step is done
+                check.start()
             if check.problem is not None:
                 raise check.problem
         problems = batch.pop(self.key, None) or []

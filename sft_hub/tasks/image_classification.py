@@ -18,14 +18,16 @@ Both give a transformers model whose run directory loads with
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field
 
 from ..data.columns import column_values
-from ..data.images import (BackgroundHeaderCheck, BadImages, find_bad_images, image_name,
-                           ImageProblems, open_image, read_image_folder, scan_label_folders)
+from ..data.images import (BackgroundHeaderCheck, BadImages, check_label_folders,
+                           find_bad_images, image_name, ImageProblems, open_image,
+                           read_image_folder)
 from ..data.sources import READERS, file_format, resolve_local
 from ..data.transforms import (BatchTransform, eval_transform, ImageCollator, is_timm_processor,
                                train_transform)
@@ -90,7 +92,7 @@ class ImageClassification(SingleLabelTask):
             paths = resolve_local(value, self.recipe_dir, split=split)
             if file_format(paths, spec, split=split) == "imagefolder":
                 for path in paths:
-                    scan_label_folders(path, split)
+                    check_label_folders(path, split)  # the layout; files are listed at load
 
     # -- data ----------------------------------------------------------------------------------
     def prepare_raw(self, raw: "DatasetDict") -> "DatasetDict":
@@ -150,11 +152,13 @@ class ImageClassification(SingleLabelTask):
         found when training reads them (same error, or skipped and counted: data/images.py
         ImageProblems); so are images embedded in a Hub dataset, which are not read up front.
 
-        The ``beside_training`` split is not checked here, so that the time to the first step
-        does not grow with it: its headers are checked in a background thread whose first
-        finding fails the run at the next batch (:class:`BackgroundHeaderCheck`), or, with
-        ``skip_bad_images``, each unreadable file is skipped and counted when training meets it.
-        Evaluation splits are checked here: their predictions are matched to their rows."""
+        When loading for training (``beside_training``: the training split's name), nothing is
+        read here, so that the time to the first step does not grow with the data: every split's
+        headers are checked in a background thread whose first finding fails the run at the next
+        batch (:class:`BackgroundHeaderCheck`; a file training never reads, e.g. past
+        ``max_steps``, fails nothing). With ``skip_bad_images`` an unreadable training image is
+        skipped and counted when training meets it, and evaluation splits are checked here (their
+        predictions are matched to their rows, so a bad row is dropped before evaluating)."""
         from datasets import DatasetDict
 
         spec = self.recipe.data
@@ -163,10 +167,12 @@ class ImageClassification(SingleLabelTask):
             if not spec.files:  # Hub data: the bytes are in the dataset; reading them costs the data
                 out[split] = ds
                 continue
-            if split == beside_training:
-                if not spec.skip_bad_images:
-                    self.header_checks.append(BackgroundHeaderCheck(
-                        column_values(ds, spec.image_column), split))
+            if beside_training is not None and not spec.skip_bad_images:
+                self.header_checks.append(BackgroundHeaderCheck(
+                    partial(column_values, ds, spec.image_column), split))
+                out[split] = ds
+                continue
+            if split == beside_training:  # skipped and counted when training meets them
                 out[split] = ds
                 continue
             values = (v for batch in ds.select_columns([spec.image_column]).iter(batch_size=256)
