@@ -137,26 +137,13 @@ def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
                           hint="use train_sampling_strategy: random (the default for this task)")
 
     # length-split training steps
-    asked = getattr(extras, "split_batches_by_length", None)
-    if asked is not None:
-        if asked and length_feature is None:
-            raise RecipeError(f"{task.name} inputs have no length to split training batches by",
-                              field="training.split_batches_by_length",
-                              hint="remove training.split_batches_by_length")
-        plan.split_batches_by_length = bool(asked)
-        why["split_batches_by_length"] = f"recipe: split_batches_by_length {str(asked).lower()}"
-    elif not enabled:
-        why["split_batches_by_length"] = off
-    elif length_feature is None:
-        why["split_batches_by_length"] = "the task's inputs have no length"
-    elif device != "cpu":
-        why["split_batches_by_length"] = (f"{device}: not measured there (small slices are bound "
-                                          "by kernel launches)")
-    else:
-        plan.split_batches_by_length = True
-        why["split_batches_by_length"] = ("default: each random batch runs as slices of similar "
-                                          "length (the same gradient, less padding)")
-
+    plan.split_batches_by_length = _length_default(
+        "split_batches_by_length", extras, task, length_feature, enabled, why,
+        purpose="split training batches by",
+        default="default: each random batch runs as slices of similar length (the same "
+                "gradient, less padding)",
+        not_here=None if device == "cpu" else
+        f"{device}: not measured there (small slices are bound by kernel launches)")
     if plan.split_batches_by_length and int(getattr(args, "world_size", 1) or 1) > 1:
         # a DDP model synchronises its buffers in every forward pass: ranks that cut their
         # batches into different numbers of slices would wait for each other for ever
@@ -165,21 +152,10 @@ def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
                                           "model is a collective; ranks' slices differ)")
 
     # length-sorted evaluation
-    asked = getattr(extras, "sort_eval_by_length", None)
-    if asked is not None:
-        if asked and length_feature is None:
-            raise RecipeError(f"{task.name} inputs have no length to sort evaluation batches by",
-                              field="training.sort_eval_by_length",
-                              hint="remove training.sort_eval_by_length")
-        plan.sort_eval_by_length = bool(asked)
-        why["sort_eval_by_length"] = f"recipe: sort_eval_by_length {str(asked).lower()}"
-    elif not enabled:
-        why["sort_eval_by_length"] = off
-    elif length_feature is None:
-        why["sort_eval_by_length"] = "the task's inputs have no length"
-    else:
-        plan.sort_eval_by_length = True
-        why["sort_eval_by_length"] = "default: longest first, predictions restored to dataset order"
+    plan.sort_eval_by_length = _length_default(
+        "sort_eval_by_length", extras, task, length_feature, enabled, why,
+        purpose="sort evaluation batches by",
+        default="default: longest first, predictions restored to dataset order")
     if plan.sort_eval_by_length and getattr(args, "batch_eval_metrics", False):
         plan.sort_eval_by_length = False
         why["sort_eval_by_length"] = "off: batch_eval_metrics computes metrics batch by batch"
@@ -227,6 +203,29 @@ def plan_speed(task: Any, settings: Any, args: Any, model: Any) -> SpeedPlan:
         why["channels_last"] = (f"default: convolutional model on {device} "
                                 f"({CHANNELS_LAST_DEVICES[device]})")
     return plan
+
+
+def _length_default(key: str, extras: Any, task: Any, length_feature: Optional[str],
+                    enabled: bool, why: dict[str, str], *, purpose: str, default: str,
+                    not_here: Optional[str] = None) -> bool:
+    """A default that needs inputs with a length: the recipe's ``training.<key>`` if set (refused
+    where inputs have no length), else on unless speed defaults are off, the inputs have no
+    length or ``not_here`` says why not; the reason goes into ``why[key]``."""
+    asked = getattr(extras, key, None)
+    if asked is not None:
+        if asked and length_feature is None:
+            raise RecipeError(f"{task.name} inputs have no length to {purpose}",
+                              field=f"training.{key}", hint=f"remove training.{key}")
+        why[key] = f"recipe: {key} {str(asked).lower()}"
+        return bool(asked)
+    for reason in ("training.speed_defaults: false" if not enabled else None,
+                   "the task's inputs have no length" if length_feature is None else None,
+                   not_here):
+        if reason:
+            why[key] = reason
+            return False
+    why[key] = default
+    return True
 
 
 def apply_speed_defaults(task: Any, model: Any, args: Any, settings: Any, data: Any) -> SpeedPlan:

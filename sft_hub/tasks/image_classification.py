@@ -4,11 +4,11 @@ Data: a Hub dataset with an Image column, image folders (``data.files.train: pho
 out as ``<label>/<image>``), or CSV/JSON tables with an image-path column (paths relative to the
 table's folder) and a label column. Every image is opened as RGB by
 :func:`sft_hub.data.images.open_image`; every image file's header is checked (a missing, empty or
-non-image file fails the run, naming the file: evaluation splits before training, the training
-split in a background thread beside the first steps, so that the time to the first step does not
-grow with the data), and pixels are decoded only when training reads them (a file that fails then
-raises the same error); with ``data.skip_bad_images: true`` either kind is skipped and reported
-(training images when training meets them, evaluation images up front).
+non-image file fails the run, naming the file), in a background thread beside training, so that
+the time to the first step does not grow with the data; pixels are decoded only when training
+reads them (a file that fails then raises the same error). With ``data.skip_bad_images: true``
+either kind is skipped and reported (training images when training meets them, evaluation images
+before training).
 
 Models: ``model.backend: transformers`` loads ``AutoModelForImageClassification`` and
 ``AutoImageProcessor`` (ViT, ConvNeXt, ResNet, Swin, and timm checkpoints on the Hub);
