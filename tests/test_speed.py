@@ -254,8 +254,8 @@ def dropout_free_bert(tiny_bert_dir, tmp_path) -> Path:
     return out
 
 
-def test_length_split_steps_train_the_model_random_batches_train(varied_recipe, write_recipe,
-                                                                 dropout_free_bert):
+def test_length_split_steps_train_exactly_like_whole_batches(varied_recipe, write_recipe,
+                                                             dropout_free_bert):
     """Same seed, split and unsplit steps: the same training (losses and metrics), fewer tokens."""
     varied_recipe["model"]["path"] = str(dropout_free_bert)
     varied_recipe["training"].update(logging_steps=1, eval_strategy="no", save_strategy="no",
