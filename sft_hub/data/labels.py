@@ -111,7 +111,8 @@ def name_integer_labels(dsd: "DatasetDict", column: str,
         if not isinstance(feature, Value) or not (dtype.startswith(("int", "uint", "float"))):
             out[split] = ds
             continue
-        values = [whole_number(v, column=column, split=split) for v in ds[column] if v is not None]
+        values = [whole_number(v, column=column, split=split)
+                  for v in column_values(ds, column) if v is not None]  # one Arrow read
         check_label_ids(values, names, column=column, split=split)
         features = ds.features.copy()
         features[column] = ClassLabel(names=names) if names is not None else Value("int64")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ..errors import DataError
+from .columns import column_values
 from .labels import check_label_ids, whole_number
 from .ner_tags import check_known_tags, name_tag_ids
 from .sources import file_format, resolve_local
@@ -134,7 +135,7 @@ def handle_empty_texts(dsd: "DatasetDict", columns: list[str], *, skip: bool,
     out = {}
     for split, ds in dsd.items():
         empty = sorted({i for c in columns if c in ds.column_names
-                        for i, v in enumerate(ds[c]) if is_empty_text(v)})
+                        for i, v in enumerate(column_values(ds, c)) if is_empty_text(v)})
         if not empty:
             out[split] = ds
             continue

@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field
 from typing_extensions import Annotated
 
+from ..data.columns import column_values
 from ..data.labels import check_known_labels, label_list
 from ..data.sources import check_local_columns, finalize_splits, load_raw_splits
 from ..data.value_checks import check_local_values
@@ -115,7 +116,7 @@ class MultiLabelTextClassification(TextInputs, Task):
         inner = getattr(feature, "feature", None)
         int2str = getattr(inner, "int2str", None)
         rows = []
-        for i, value in enumerate(ds[spec.label_column]):
+        for i, value in enumerate(column_values(ds, spec.label_column)):  # one Arrow read
             if value is None:  # an empty CSV cell
                 value = []
             if isinstance(value, str):
