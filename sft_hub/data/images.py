@@ -161,13 +161,14 @@ def _iter_image_files(folder: Path) -> Iterator[str]:
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
-                if entry.name.startswith("."):
+                name = entry.name
+                if name[0] == ".":
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS \
-                        and entry.is_file():
+                dot = name.rfind(".")  # the extension first: most entries are image files
+                if dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS and entry.is_file():
                     yield entry.path
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
 
 
 def _image_files(folder: Path) -> list[str]:
