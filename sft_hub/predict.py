@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
-from .data.images import is_image_file, resolve_image_path
+from .data.images import image_files, resolve_image_path
 from .data.sources import FORMATS, READERS, load_hub_split
 from .errors import DataError, RunDirError, SftHubError
 from .hub_refs import is_hub_ref
@@ -67,7 +67,7 @@ def read_inputs(ref: Union[str, Path], *, split: str = "test", image_column: str
     if not path.exists():
         raise DataError(f"input not found: {path}", field="--input")
     if path.is_dir():
-        images = sorted(str(p.resolve()) for p in path.rglob("*") if is_image_file(p))
+        images = image_files(path.resolve())
         if not images:
             raise DataError(f"{path} holds no image files", field="--input",
                             hint="give an image folder, a table or a text file")

@@ -353,25 +353,29 @@ def pick_eval_batch_size(plan: SpeedPlan, args: Any, model: Any, data: Any) -> t
 def length_groups(lengths: Sequence[int], slice_cost: float) -> list[list[int]]:
     """Rows of one batch cut into slices of similar length: the partition of the rows, longest
     first, into contiguous runs that minimises the tokens computed (each slice padded to its own
-    longest row) plus ``slice_cost`` tokens per slice after the first. Exact (dynamic
-    programming over the sorted lengths, quadratic in the batch size)."""
+    longest row) plus ``slice_cost`` tokens per slice after the first. Exact: dynamic
+    programming over the runs of equal length (a cut inside a run never helps), so a step costs
+    at most (distinct lengths)^2, however large the batch."""
     order = sorted_order(lengths)
-    n = len(order)
-    if n == 0:
+    if not order:
         return []
-    ranked = [int(lengths[i]) for i in order]
-    best = [0.0] + [math.inf] * n  # best[j]: cost of the first j rows (longest first)
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(j):  # the last slice is rows i..j-1, padded to ranked[i]
-            cost = best[i] + (j - i) * ranked[i] + (slice_cost if i else 0.0)
+    starts = [k for k in range(len(order))
+              if k == 0 or lengths[order[k]] != lengths[order[k - 1]]]  # where each run begins
+    bounds = starts + [len(order)]
+    m = len(starts)
+    best = [0.0] + [math.inf] * m  # best[j]: cost of the first j runs (longest first)
+    cut = [0] * (m + 1)
+    for j in range(1, m + 1):
+        for i in range(j):  # the last slice is runs i..j-1, padded to run i's length
+            rows = bounds[j] - bounds[i]
+            cost = best[i] + rows * lengths[order[bounds[i]]] + (slice_cost if i else 0.0)
             if cost < best[j]:
                 best[j], cut[j] = cost, i
-    bounds, j = [], n
+    slices, j = [], m
     while j:
-        bounds.append((cut[j], j))
+        slices.append(order[bounds[cut[j]]:bounds[j]])
         j = cut[j]
-    return [order[i:j] for i, j in reversed(bounds)]
+    return slices[::-1]
 
 
 def length_slices(inputs: dict, *, labels_per_token: bool,

@@ -131,11 +131,6 @@ def _high_depth_to_l(image):
     return Image.fromarray(array)  # 2-D uint8 -> mode "L"
 
 
-def is_image_file(path: Path) -> bool:
-    return (path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-            and not path.name.startswith("."))
-
-
 # -- image folders ----------------------------------------------------------------------------
 def split_folders(root: Path) -> dict[str, Path]:
     """``{"train": root/train, "validation": root/val, ...}`` when ``root`` holds split folders."""
@@ -171,9 +166,10 @@ def _iter_image_files(folder: Path) -> Iterator[str]:
                     pending.append(entry.path)
 
 
-def _image_files(folder: Path) -> list[str]:
-    """:func:`_iter_image_files`, sorted as ``Path`` objects sort (by path components; files
-    all in one folder sort the same as plain strings, which is cheaper)."""
+def image_files(folder: Path) -> list[str]:
+    """Image files under ``folder`` (training folders and ``predict --input``), sorted as
+    ``Path`` objects sort (by path components; files all in one folder sort the same as plain
+    strings, which is cheaper)."""
     found = list(_iter_image_files(folder))
     prefix = len(str(folder)) + 1
     if any(os.sep in path[prefix:] for path in found):
@@ -215,7 +211,7 @@ def _label_folders(folder: Path, split: str, *, first_only: bool) -> tuple[list[
         if first_only:
             found = list(itertools.islice(_iter_image_files(label_dir), 1))
         else:
-            found = _image_files(label_dir.resolve())  # resolved once per folder, not per file
+            found = image_files(label_dir.resolve())  # resolved once per folder, not per file
         paths += found
         labels += [label_dir.name] * len(found)
         if first_only and paths:

@@ -74,7 +74,7 @@ class ImageClassification(SingleLabelTask):
     def __init__(self, recipe, recipe_dir: Path):
         super().__init__(recipe, recipe_dir)
         self.bad_images = BadImages()
-        self.header_checks: list[BackgroundHeaderCheck] = []  # training split, beside training
+        self.header_checks: list[BackgroundHeaderCheck] = []  # run beside training
         self._timm_model: Any = None
 
     @property
