@@ -423,10 +423,10 @@ class ImageProblems:
     def take(self, batch: dict[str, Any]) -> dict[str, Any]:
         self._batches += 1
         for check in self.checks:
+            if check.problem is not None:  # found while earlier batches trained
+                raise check.problem
             if self._batches == 2:  # the first step is done
                 check.start()
-            if check.problem is not None:
-                raise check.problem
         problems = batch.pop(self.key, None) or []
         for split, file, message in problems:
             if not self.skip:
