@@ -11,8 +11,8 @@ tokenized to at most 64 tokens; ``token``: the same model on WNUT17 sentences fr
 weights from ../shared/models) on the shipped digits images at 64x64. Dynamic padding, AdamW
 with a linear schedule and gradient clipping on both sides. sft-hub's time is the Trainer's
 train_runtime for ``--steps`` optimizer steps (evaluation and checkpoints off, random whole
-batches like the loop's: ``train_sampling_strategy: random``, no length-split steps and no
-channels_last, so both sides do the same work and the ratio is the framework's overhead; what
+batches like the loop's: ``train_sampling_strategy: random``, no packed or length-split steps
+and no channels_last, so both sides do the same work and the ratio is the framework's overhead; what
 those defaults gain is measured by ``end_to_end.py``); the baseline is a hand-written loop (forward, backward, clip, AdamW
 step) over the same number of batches. Each side runs ``--repeats`` times, interleaved; the
 fastest run of each is compared. Prints seconds per step and the ratio sft-hub / plain (target:
@@ -59,7 +59,7 @@ def run_sft_hub(task: str, steps: int, batch_size: int, workdir: Path, device: s
     recipe = {"text": SMS, "image": DIGITS_RECIPE}.get(task) or _token_recipe(workdir)
     extra = {"text": [f"data.max_length={MAX_LENGTH}", "data.max_eval_samples=32",
                       "data.files.test=null"],
-             "token": [],
+             "token": ["training.pack_batches=false"],
              "image": ["data.files.test=null", "training.learning_rate=1e-4"]}[task]
     result = train(recipe, [
         f"output.dir={workdir / 'run'}", "output.overwrite=true", f"training.max_steps={steps}",

@@ -177,6 +177,75 @@ def test_length_slices_leave_alone_what_they_cannot_cut():
     assert speed.length_slices(same, labels_per_token=False) is None  # nothing to gain
 
 
+def _tiny_token_model(kind: str = "bert", **config):
+    import torch
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    torch.manual_seed(0)
+    settings = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, num_labels=3, max_position_embeddings=64,
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return AutoModelForTokenClassification.from_config(
+        AutoConfig.for_model(kind, **{**settings, **config}))
+
+
+def test_packed_batch_gives_the_loss_and_gradient_of_the_padded_batch():
+    """Rows laid end to end, each attending to itself with its own positions: the padded batch's
+    labelled tokens once each, its loss and its gradient, from fewer tokens in one pass."""
+    import torch
+
+    model = _tiny_token_model()
+    batch = _padded_batch(True)
+    whole = model(**batch).loss
+    whole.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    check = speed.check_packing(model, batch)
+    assert check["ok"] is True and check["position_start"] == 0
+    assert model.training  # the check runs in eval mode and puts the mode back
+    packed, where, tokens = speed.packed_batch(batch, position_start=0, mask=check["mask"])
+    assert tokens == packed["input_ids"].numel() < batch["attention_mask"].numel()
+    real = where >= 0
+    assert sorted(where[real].tolist()) == sorted(
+        (batch["attention_mask"].reshape(-1) == 1).nonzero().reshape(-1).tolist())  # each once
+    labels = batch["labels"].reshape(-1)
+    assert torch.equal(packed["labels"][real], labels[where[real]])
+    assert bool((packed["labels"][~real] == -100).all())  # padding scores nothing
+    assert packed["attention_mask"].shape == (len(packed["input_ids"]), 1, tokens // len(
+        packed["input_ids"]), tokens // len(packed["input_ids"]))
+    loss = model(**packed).loss
+    assert float(loss.detach()) == pytest.approx(float(whole.detach()), rel=1e-5)
+    loss.backward()
+    for got, want in zip((p.grad for p in model.parameters()), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_pack_rows_fills_bins_first_fit_longest_first():
+    assert speed.pack_rows([20, 5, 12, 3, 17, 9], 20) == [[0], [4, 3], [2, 1], [5]]
+    bins = speed.pack_rows([30, 2, 2, 2], 10)  # a row longer than a bin gets one of its own
+    assert bins == [[0], [1, 2, 3]]
+
+
+def test_packing_check_finds_each_models_positions_and_refuses_what_would_change():
+    batch = _padded_batch(True)
+    # RoBERTa numbers positions from pad_token_id + 1: the check finds that numbering
+    roberta = _tiny_token_model("roberta", pad_token_id=1)
+    batch_r = {**batch, "input_ids": batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 1)}
+    check = speed.check_packing(roberta, batch_r)
+    assert check["ok"] is True and check["position_start"] == 2
+    # eager attention adds the mask to its scores: the additive mask is the one it reads
+    eager = _tiny_token_model(attn_implementation="eager")
+    assert speed.check_packing(eager, batch)["mask"] == "additive"
+    # DeBERTa-v2's relative attention cannot take a block mask: refused, and why
+    deberta = _tiny_token_model("deberta-v2", attn_implementation="eager")
+    check = speed.check_packing(deberta, batch)
+    assert check["ok"] is False and "positions from 0" in check["why"]
+    # a batch that cannot be packed (left padding) decides nothing
+    assert speed.check_packing(_tiny_token_model(), _padded_batch(True, left=True))["ok"] is None
+    assert speed.packed_batch(_padded_batch(False)) is None  # one label per row: not per token
+
+
 def test_default_workers_leave_a_core_for_the_training_loop():
     assert speed.default_workers(16) == 8  # capped
     assert speed.default_workers(16, processes=4) == 3
@@ -232,7 +301,9 @@ def test_text_defaults_are_on_and_recorded(varied_recipe, write_recipe):
     assert facts["per_device_eval_batch_size"] == probe.eval_batch_size >= 8
     assert facts["why"]["per_device_eval_batch_size"].startswith("default: chosen for cpu")
     assert facts["channels_last"] is False and facts["dataloader_num_workers"] == 0
-    # on CPU each training batch runs as slices of similar length: fewer tokens computed
+    # on CPU each training batch runs as slices of similar length: fewer tokens computed (packing
+    # would merge the rows whose first token the head reads)
+    assert facts["pack_batches"] is False and "one output per row" in facts["why"]["pack_batches"]
     assert facts["split_batches_by_length"] is True
     counts = facts["split_counts"]
     assert counts["batches"] == 6 and counts["split"] >= 1
@@ -279,6 +350,86 @@ def test_length_split_steps_train_exactly_like_whole_batches(varied_recipe, writ
             assert split.metrics["test"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
+@pytest.fixture
+def varied_ner_recipe(dropout_free_bert, tmp_path) -> dict:
+    """NER on sentences of 1 to 14 words (the dropout-free tiny BERT): batches that pad a lot."""
+    words = ["good", "movie", "paris", "bad", "film", "york", "plot", "fine", "google", "not"]
+    rows = []
+    for i in range(40):
+        tokens = [words[(i * 7 + k * 3) % len(words)] for k in range(1 + (i * 5) % 14)]
+        rows.append({"tokens": tokens,
+                     "ner_tags": ["B-LOC" if w in ("paris", "york") else
+                                  "B-ORG" if w == "google" else "O" for w in tokens]})
+    files = {}
+    for split, part in (("train", rows[:32]), ("validation", rows[32:]), ("test", rows[32:])):
+        path = tmp_path / "ner" / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+        files[split] = str(path)
+    return {"task": "token-classification", "model": {"name": str(dropout_free_bert)},
+            "data": {"files": files, "max_length": 32},
+            "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8,
+                         "logging_steps": 1, "eval_strategy": "no", "save_strategy": "no",
+                         "load_best_model_at_end": False, "disable_tqdm": True}}
+
+
+def _losses(result) -> list[float]:
+    state = json.loads((result.run_dir / "trainer_state.json").read_text())
+    return [e["loss"] for e in state["log_history"] if "loss" in e]
+
+
+def test_packed_ner_steps_train_exactly_like_padded_batches(varied_ner_recipe, write_recipe):
+    """NER's default on CPU: each batch packed end to end, checked on the first batch; the same
+    losses and metrics as padded batches from the same seed, from fewer tokens."""
+    packed = train(write_recipe(varied_ner_recipe), ["output.dir=run-packed"])
+    plain = train(write_recipe(varied_ner_recipe), ["output.dir=run-plain",
+                                                    "training.pack_batches=false",
+                                                    "training.split_batches_by_length=false"])
+    on, off = _run_info(packed)["speed"], _run_info(plain)["speed"]
+    assert on["pack_batches"] is True and on["why"]["pack_batches"].startswith("default")
+    assert on["pack_check"]["ok"] is True and on["pack_check"]["position_start"] == 0
+    counts = on["split_counts"]
+    assert counts["batches"] == 4 and counts["packed"] >= 3
+    assert counts["computed_tokens"] < 0.8 * counts["padded_tokens"]
+    assert not off["pack_batches"] and off["why"]["pack_batches"] == "recipe: pack_batches false"
+    assert off["split_counts"]["packed"] == 0
+    assert len(_losses(plain)) == 4
+    assert _losses(packed) == pytest.approx(_losses(plain), rel=1e-4)
+    for key, value in plain.metrics["test"].items():
+        if "runtime" not in key and "per_second" not in key:
+            assert packed.metrics["test"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_a_model_that_packing_would_change_falls_back_to_length_split_steps(
+        varied_ner_recipe, write_recipe, dropout_free_bert, tmp_path):
+    """DeBERTa-v2's relative attention cannot take a block mask: the first batch's check says so,
+    the run trains on length-split steps instead and run_info.json records why."""
+    import shutil
+
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForTokenClassification
+
+    out = tmp_path / "tiny-deberta"
+    shutil.copytree(dropout_free_bert, out)
+    (out / "model.safetensors").unlink()
+    vocab = AutoTokenizer.from_pretrained(out).vocab_size
+    DebertaV2ForTokenClassification(DebertaV2Config(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=3)).save_pretrained(out)
+    varied_ner_recipe["model"]["name"] = str(out)
+    result = train(write_recipe(varied_ner_recipe))
+    facts = _run_info(result)["speed"]
+    assert facts["pack_batches"] is False and facts["pack_check"]["ok"] is False
+    assert facts["why"]["pack_batches"].startswith("off: packed rows changed this model's outputs")
+    assert facts["split_batches_by_length"] and facts["split_counts"]["split"] >= 1
+    assert facts["split_counts"]["packed"] == 0 and len(_losses(result)) == 4
+
+
+def test_packing_is_refused_for_a_task_with_one_output_per_row(varied_recipe, write_recipe):
+    with pytest.raises(RecipeError, match="one output per row") as err:
+        train(write_recipe(varied_recipe), ["training.pack_batches=true"])
+    assert err.value.field == "training.pack_batches"
+
+
 def test_length_grouped_training_batches_are_one_recipe_line_away(varied_recipe, write_recipe):
     probe = SamplerProbe()
     result = train(write_recipe(varied_recipe),
@@ -306,10 +457,11 @@ def test_speed_defaults_false_turns_every_default_off(varied_recipe, write_recip
     result = train(write_recipe(varied_recipe), ["training.speed_defaults=false"])
     facts = _run_info(result)["speed"]
     assert not facts["group_by_length"] and not facts["sort_eval_by_length"]
-    assert not facts["split_batches_by_length"]
+    assert not facts["split_batches_by_length"] and not facts["pack_batches"]
     assert facts["per_device_eval_batch_size"] == 64  # sft-hub's fixed default (TRAINING_DEFAULTS)
     assert all("speed_defaults: false" in facts["why"][k]
                for k in ("group_by_length", "sort_eval_by_length", "split_batches_by_length",
+                         "pack_batches",
                          "per_device_eval_batch_size"))
 
 

@@ -116,7 +116,8 @@ class Task:
     # entity F1 fell from 0.22 to 0.00; a recipe turns them on with train_sampling_strategy.
     groups_training_by_length: ClassVar[bool] = False
     # Whether ``labels`` hold one label per token (-100: not scored), cut with the inputs when a
-    # training batch is run as length slices (speed.py); otherwise one label (row) per example.
+    # training batch is run as length slices (speed.py), and whether the model has an output per
+    # token, so that a batch's rows can be packed end to end; otherwise one label (row) per example.
     labels_per_token: ClassVar[bool] = False
     image_inputs: ClassVar[bool] = False
     # How far above (or below) the strategies' default learning rates this task's best rates sit
