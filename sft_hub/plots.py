@@ -27,10 +27,12 @@ def _figure(width: float, height: float, layout: Optional[str] = None):
 
 
 def _save(fig, path: Path) -> Path:
-    """Write the PNG through a temporary file, so a reader never sees half a picture."""
+    """Write the PNG through a temporary file, so a reader never sees half a picture. Every figure
+    lays itself out (constrained layout or fixed axes), so it is drawn once (``bbox_inches="tight"``
+    would draw it twice)."""
     path = Path(path)
     tmp = temporary_sibling(path)
-    fig.savefig(tmp, format="png", bbox_inches="tight")
+    fig.savefig(tmp, format="png")
     tmp.replace(path)
     return path
 
@@ -47,15 +49,15 @@ def confusion_matrix_png(path: Path, counts: np.ndarray, rows: Sequence[str],
     for k, (matrix, name, fmt) in enumerate(((counts, "counts", "{:.0f}"),
                                               (normalised, "row-normalised", "{:.2f}"))):
         ax = fig.add_subplot(1, 2, k + 1)
-        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if k else max(matrix.max(), 1))
+        top = 1.0 if k else max(float(matrix.max()), 1.0)  # the colour scale's darkest value
+        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=top)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         ax.set_xticks(range(n_cols), labels=list(columns), rotation=45, ha="right")
         ax.set_yticks(range(n_rows), labels=list(rows))
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(f"{title} ({name})")
-        if annotate:
-            top = matrix.max() if matrix.max() > 0 else 1
+        if annotate:  # white figures on the dark cells of the colour scale
             for i in range(n_rows):
                 for j in range(n_cols):
                     ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=8,

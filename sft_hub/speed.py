@@ -11,11 +11,11 @@ default                        applies to                                   turn
 length-grouped train batches   tasks whose contract says ``groups_training_  ``training.train_sampling_strategy``
                                by_length`` (none shipped: measured to cost
                                accuracy), or the recipe asks
-packed training steps          tasks with ``labels_per_token`` (NER), on    ``training.pack_batches``
-                               CPU in one process, once the first batch
+packed training and            tasks with ``labels_per_token`` (NER), on    ``training.pack_batches``
+evaluation batches             CPU in one process, once the first batch
                                checked that packed rows give the model's
-                               padded outputs (same loss, gradient, ~no
-                               padding)
+                               padded outputs (same loss, gradient and
+                               predictions, ~no padding)
 length-split training steps    tasks with a ``length_feature``, on CPU in   ``training.split_batches_by_length``
                                one process (each random batch run as slices
                                of similar length: same gradient, less
@@ -43,18 +43,21 @@ processes: every forward pass of a DDP model synchronises buffers, so ranks whos
 different numbers of slices would wait for each other.
 
 Packed training steps go further where every token has its own output (``Task.labels_per_token``):
-the random batch's rows are laid end to end into a few rows no wider than the batch's longest row
-or :data:`PACK_MIN_WIDTH`, whichever computes fewer tokens (first fit, longest first,
-:func:`pack_rows`), each row numbering its positions from the start again and attending only to
-itself (a block-diagonal 4-D attention mask), and the whole batch runs as one forward and one
-backward pass: the labelled tokens, the loss and the gradient are the padded batch's (up to float
-rounding and dropout draws), with almost no padding and none of the per-slice passes. Whether a
-model honours ``position_ids`` and a 4-D mask is not assumed: the first packable batch is run both
-ways without gradients (dropout off), and packing is used only if the packed logits match the
-padded ones (:func:`check_packing`; positions from 0, then from ``pad_token_id + 1`` as RoBERTa
-numbers them; the mask additive, which eager attention and SDPA both read, then as booleans);
-otherwise the run falls back to length-split steps and ``run_info.json`` says why. Sequence-level
-tasks keep length-split steps: their head reads each row's first token, which packing would merge.
+the random batch's rows are laid end to end into a few rows of equal width, at most
+:data:`PACK_MAX_WIDTH` tokens or the longest row (the bin capacity that computes the fewest
+tokens, first fit, longest first: :func:`pack_layout`), each row numbering its positions from the
+start again and attending only to itself (a block-diagonal 4-D attention mask), and the whole
+batch runs as one forward and one backward pass: the labelled tokens, the loss and the gradient
+are the padded batch's (up to float rounding and dropout draws), with almost no padding and none
+of the per-slice passes. Whether a model honours ``position_ids`` and a 4-D mask is not assumed:
+the first packable batch is run both ways without gradients (dropout off), and packing is used
+only if the packed logits match the padded ones (:func:`check_packing`; positions from 0, then
+from ``pad_token_id + 1`` as RoBERTa numbers them; the mask additive, which eager attention and
+SDPA both read, then as booleans); otherwise the run falls back to length-split steps and
+``run_info.json`` says why. Evaluation batches (already sorted by length) are packed the same way
+and their logits put back into the padded layout before anything reads them, so predictions and
+metrics are the padded batch's. Sequence-level tasks keep length-split steps: their head reads
+each row's first token, which packing would merge.
 
 Length grouping uses transformers' own megabatch algorithm (random megabatches of 50 batches,
 sorted inside), with the lengths read from the Arrow column in one C pass and a per-epoch seed,
@@ -72,7 +75,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from .errors import RecipeError
 
@@ -94,10 +97,12 @@ CHANNELS_LAST_DEVICES = {
 }
 #: Length-split training steps: each extra slice must save this share of the padded batch's tokens.
 SPLIT_SLICE_COST = 0.05
-#: Packed training steps: rows are packed up to the batch's longest row or up to this many tokens,
-#: whichever computes fewer (all-MiniLM-L6-v2 on WNUT17 batches of 16, 2-core CPU, seconds per step
-#: against the padded batch: 0.70 at 64 and 96 tokens, 0.79 at 128, 1.10 for one row of all).
-PACK_MIN_WIDTH = 64
+#: Packed training steps: the widest bin tried (or the batch's longest row, if longer). Measured
+#: with all-MiniLM-L6-v2 on 16 random WNUT17 batches of 16 (2-core CPU, one thread), seconds per
+#: step: padded 0.571; bins tried up to 80 tokens 0.359, up to 96 0.353, up to 128 0.373 (wider
+#: rows cost more attention and attention-dropout draws than their fuller bins save); one row
+#: holding the whole batch 0.65.
+PACK_MAX_WIDTH = 96
 #: Largest difference of packed from padded logits accepted, relative to 1 + the largest logit
 #: (float32; under autocast or in half precision :data:`PACK_TOLERANCE_LOW_PRECISION`). A right
 #: layout differs by float rounding (1e-8 in float32); a wrong one, even in a tiny random model
@@ -129,6 +134,9 @@ class SpeedPlan:
     #: padded batch holds and tokens the steps computed (filled during training).
     split_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("batches", "packed", "split", "padded_tokens", "computed_tokens"), 0))
+    #: The same for evaluation batches (packed where training batches are).
+    eval_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("batches", "packed", "padded_tokens", "computed_tokens"), 0))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -497,9 +505,25 @@ def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
     return bins
 
 
+def pack_layout(lengths: Sequence[int], max_width: int = PACK_MAX_WIDTH
+                ) -> tuple[int, int, list[list[int]]]:
+    """The packing of rows of ``lengths`` that computes the fewest tokens: ``(tokens, width,
+    bins)``. Every bin capacity from the longest row up to ``max_width`` (or the longest row, if
+    longer) is tried (:func:`pack_rows`); each layout pads every bin to its fullest one, and the
+    fewest tokens wins, then the narrower layout (attention grows with the width)."""
+    longest = max(lengths)
+    best = None
+    for capacity in range(longest, max(longest, int(max_width)) + 1):
+        bins = pack_rows(lengths, capacity)
+        width = max(sum(lengths[i] for i in b) for b in bins)
+        if best is None or (len(bins) * width, width) < best[:2]:
+            best = (len(bins) * width, width, bins)
+    return best
+
+
 def packed_batch(inputs: dict, *, position_start: int = 0, mask: str = "bool",
-                 min_width: int = PACK_MIN_WIDTH) -> Optional[tuple[dict, Any, int]]:
-    """A right-padded batch of per-token inputs packed end to end (:func:`pack_rows`):
+                 max_width: int = PACK_MAX_WIDTH) -> Optional[tuple[dict, Any, int]]:
+    """A right-padded batch of per-token inputs packed end to end (:func:`pack_layout`):
     ``(packed inputs, where, tokens)``, or None when it cannot be packed (no 2-D attention mask,
     left padding, a per-row input that is not per token) or packing would not compute fewer tokens.
 
@@ -528,12 +552,7 @@ def packed_batch(inputs: dict, *, position_start: int = 0, mask: str = "bool",
             per_token[key] = value
     if "position_ids" in per_token:
         return None  # the batch numbers its own positions
-    layouts = []  # bins as wide as the longest row, or min_width: the fewer tokens wins
-    for capacity in sorted({max(lengths), max(max(lengths), int(min_width))}):
-        bins = pack_rows(lengths, capacity)
-        packed_width = max(sum(lengths[i] for i in b) for b in bins)
-        layouts.append((len(bins) * packed_width, packed_width, bins))
-    tokens, packed_width, bins = min(layouts, key=lambda layout: layout[:2])
+    tokens, packed_width, bins = pack_layout(lengths, max_width)
     if tokens >= rows * width:
         return None
     where = torch.full((len(bins), packed_width), -1, dtype=torch.long)
@@ -587,7 +606,7 @@ def check_packing(model: Any, inputs: dict) -> dict[str, Any]:
     config = getattr(model, "config", None)
     pad = getattr(config, "pad_token_id", None)
     starts = [0] + ([int(pad) + 1] if isinstance(pad, int) and pad >= 0 else [])
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # put back as they were
     model.eval()
     tried: list[str] = []
     try:
@@ -617,8 +636,26 @@ def check_packing(model: Any, inputs: dict) -> dict[str, Any]:
                     tried.append(f"{mask} mask, positions from {start}: logits differ by "
                                  f"{difference:.3g}")
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return {"ok": False, "why": "; ".join(tried)}
+
+
+def unpack_logits(logits: Any, where: Any, shape: Sequence[int]) -> Any:
+    """Per-token outputs of a packed batch (``(bins, width, ...)``, or a tuple of them) put back
+    where :func:`packed_batch`'s ``where`` says each token came from: ``(rows, columns, ...)`` of
+    the padded batch of ``shape``, zeros at its padding."""
+    if isinstance(logits, (tuple, list)):
+        return type(logits)(unpack_logits(x, where, shape) for x in logits)
+    import torch
+
+    if not isinstance(logits, torch.Tensor) or logits.shape[:2] != where.shape:
+        return logits
+    rows, columns = int(shape[0]), int(shape[1])
+    real = where >= 0
+    out = logits.new_zeros((rows * columns, *logits.shape[2:]))
+    out[where[real]] = logits[real]
+    return out.reshape(rows, columns, *logits.shape[2:])
 
 
 def input_lengths(dataset: Any, feature: str) -> list[int]:
@@ -748,6 +785,30 @@ class SpeedTrainerMixin:
                 return None
         return packed_batch(inputs, position_start=plan.pack_check["position_start"],
                             mask=plan.pack_check["mask"])
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation batches packed like training batches (their logits put back into the padded
+        layout, so every metric, and the predictions, are the padded batch's)."""
+        plan = self.speed
+        if plan is None or not plan.pack_batches or not isinstance(inputs, Mapping):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        packed = self._packed(model, inputs)
+        counts = plan.eval_counts
+        counts["batches"] += 1
+        mask = inputs.get("attention_mask")
+        counts["padded_tokens"] += int(mask.numel()) if mask is not None else 0
+        if packed is None:
+            counts["computed_tokens"] += int(mask.numel()) if mask is not None else 0
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        packed_inputs, where, tokens = packed
+        counts["packed"] += 1
+        counts["computed_tokens"] += tokens
+        loss, logits, _labels = super().prediction_step(model, packed_inputs, prediction_loss_only,
+                                                        ignore_keys)
+        if logits is not None:
+            logits = unpack_logits(logits, where, mask.shape)
+        return loss, logits, inputs.get("labels")
 
     def _get_eval_sampler(self, eval_dataset):
         if self.speed is not None and self.args.train_sampling_strategy == "group_by_length":

@@ -214,6 +214,14 @@ def test_packed_batch_gives_the_loss_and_gradient_of_the_padded_batch():
     assert bool((packed["labels"][~real] == -100).all())  # padding scores nothing
     assert packed["attention_mask"].shape == (len(packed["input_ids"]), 1, tokens // len(
         packed["input_ids"]), tokens // len(packed["input_ids"]))
+    model.eval()  # evaluation: the packed logits, put back, are the padded batch's
+    with torch.no_grad():
+        padded_logits = model(**batch).logits
+        back = speed.unpack_logits(model(**packed).logits, where, batch["attention_mask"].shape)
+    kept = batch["attention_mask"].bool()
+    torch.testing.assert_close(back[kept], padded_logits[kept], rtol=1e-4, atol=1e-5)
+    assert bool((back[~kept] == 0).all())
+    model.train()
     loss = model(**packed).loss
     assert float(loss.detach()) == pytest.approx(float(whole.detach()), rel=1e-5)
     loss.backward()
@@ -225,6 +233,17 @@ def test_pack_rows_fills_bins_first_fit_longest_first():
     assert speed.pack_rows([20, 5, 12, 3, 17, 9], 20) == [[0], [4, 3], [2, 1], [5]]
     bins = speed.pack_rows([30, 2, 2, 2], 10)  # a row longer than a bin gets one of its own
     assert bins == [[0], [1, 2, 3]]
+
+
+def test_pack_layout_picks_the_bin_capacity_that_computes_fewest_tokens():
+    lengths = [20, 5, 12, 3, 17, 9]  # 66 tokens; padded: 6 x 20 = 120
+    tokens, width, bins = speed.pack_layout(lengths, max_width=40)
+    assert sorted(i for b in bins for i in b) == list(range(6))  # every row exactly once
+    assert width == max(sum(lengths[i] for i in b) for b in bins) <= 40
+    assert tokens == len(bins) * width == 68  # two bins of 34 (65, 66 and 67 cannot be reached)
+    assert speed.pack_layout(lengths, max_width=33)[:2] == (69, 23)  # three bins of 23
+    assert speed.pack_layout(lengths, max_width=20)[:2] == (80, 20)  # 4 bins of the longest row
+    assert speed.pack_layout([50, 50], max_width=20)[:2] == (100, 50)  # never below the longest
 
 
 def test_packing_check_finds_each_models_positions_and_refuses_what_would_change():
@@ -393,6 +412,9 @@ def test_packed_ner_steps_train_exactly_like_padded_batches(varied_ner_recipe, w
     assert counts["computed_tokens"] < 0.8 * counts["padded_tokens"]
     assert not off["pack_batches"] and off["why"]["pack_batches"] == "recipe: pack_batches false"
     assert off["split_counts"]["packed"] == 0
+    evaluation = on["eval_counts"]  # evaluation batches packed too, logits put back in place
+    assert evaluation["packed"] >= 1, evaluation
+    assert evaluation["computed_tokens"] < evaluation["padded_tokens"]
     assert len(_losses(plain)) == 4
     assert _losses(packed) == pytest.approx(_losses(plain), rel=1e-4)
     for key, value in plain.metrics["test"].items():
