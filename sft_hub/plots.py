@@ -1,7 +1,8 @@
 """The report's pictures, drawn with matplotlib's object API (``matplotlib.figure.Figure``, Agg
 canvas): no display, no pyplot global state, safe in any process.
 
-- :func:`confusion_matrix_png`: counts and row-normalised side by side, label names on the axes;
+- :func:`confusion_matrix_png`: counts on colours for their share of the gold row, label names
+  on the axes;
 - :func:`reliability_png`: the reliability diagram (accuracy per confidence bin against the
   diagonal, bin sizes below) with the expected calibration error in the title;
 - :func:`learning_curves_png`: training loss, evaluation loss and the task metric against step,
@@ -39,29 +40,27 @@ def _save(fig, path: Path) -> Path:
 
 def confusion_matrix_png(path: Path, counts: np.ndarray, rows: Sequence[str],
                          columns: Sequence[str], title: str = "Confusion matrix") -> Path:
+    """One panel: each cell's count written on a colour for its share of the gold row (so a rare
+    class's errors show as clearly as a frequent one's; the exact shares are in the CSV)."""
     counts = np.asarray(counts, dtype=np.float64)
     totals = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     n_rows, n_cols = counts.shape
     side = max(3.5, 0.45 * max(n_rows, n_cols) + 2)
-    fig = _figure(2 * side + 2.5, side, layout="constrained")
-    annotate = n_rows * n_cols <= 400
-    for k, (matrix, name, fmt) in enumerate(((counts, "counts", "{:.0f}"),
-                                              (normalised, "row-normalised", "{:.2f}"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        top = 1.0 if k else max(float(matrix.max()), 1.0)  # the colour scale's darkest value
-        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=top)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        ax.set_xticks(range(n_cols), labels=list(columns), rotation=45, ha="right")
-        ax.set_yticks(range(n_rows), labels=list(rows))
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("gold")
-        ax.set_title(f"{title} ({name})")
-        if annotate:  # white figures on the dark cells of the colour scale
-            for i in range(n_rows):
-                for j in range(n_cols):
-                    ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if matrix[i, j] > 0.6 * top else "black")
+    fig = _figure(side + 1.5, side, layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the gold row")
+    ax.set_xticks(range(n_cols), labels=list(columns), rotation=45, ha="right")
+    ax.set_yticks(range(n_rows), labels=list(rows))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(f"{title} (counts)")
+    if n_rows * n_cols <= 400:  # white figures on the dark cells
+        for i in range(n_rows):
+            for j in range(n_cols):
+                ax.text(j, i, f"{counts[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                        color="white" if normalised[i, j] > 0.6 else "black")
     return _save(fig, path)
 
 
