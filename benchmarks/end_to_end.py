@@ -74,7 +74,8 @@ def _tokens_computed(result) -> dict:
     """Share of the padded training tokens the packed or length-split steps computed (1.0: none)."""
     counts = (result.run_info.get("speed") or {}).get("split_counts") or {}
     padded = counts.get("padded_tokens") or 0
-    return {"tokens_computed": counts["computed_tokens"] / padded} if padded else {}
+    return {"tokens_computed": counts["computed_tokens"] / padded,
+            "computed": counts["computed_tokens"]} if padded else {}
 
 
 def sft_token(files, work: Path, seed: int, device: str, extra: list[str]) -> dict:
@@ -341,7 +342,8 @@ def main() -> None:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
     if any("tokens_computed" in r for r in sft.results):
         print(f"sft-hub's packed / length-split training steps computed "
-              f"{100 * sft.median('tokens_computed'):.1f}% of the padded batches' tokens (median)")
+              f"{100 * sft.median('tokens_computed'):.1f}% of the padded batches' tokens, "
+              f"{sft.median('computed') / units:.2f} per real {unit[:-1]} (medians)")
     train_ratio = base.median("train_s") / sft.median("train_s")
     print(f"speed-up baseline / sft-hub, training alone (train_runtime medians): {train_ratio:.2f}x")
     ratios = [b["seconds"] / s["seconds"] for b, s in zip(base.results, sft.results)]
