@@ -658,6 +658,21 @@ def unpack_logits(logits: Any, where: Any, shape: Sequence[int]) -> Any:
     return out.reshape(rows, columns, *logits.shape[2:])
 
 
+def pack_after_check(model: Any, inputs: dict, check: Optional[dict[str, Any]]
+                     ) -> tuple[Optional[dict[str, Any]], Optional[tuple[dict, Any, int]]]:
+    """``(check, packed)`` for one batch of a run that packs: the first packable batch is checked
+    (:func:`check_packing`; ``check`` None: not yet), every batch after a passed check is packed in
+    the layout found. ``packed`` is None when the check failed or this batch does not pack."""
+    if check is None:
+        found = check_packing(model, inputs)
+        if found["ok"] is None:
+            return None, None  # not packable: the next batch is checked
+        check = found
+    if not check["ok"]:
+        return check, None
+    return check, packed_batch(inputs, position_start=check["position_start"], mask=check["mask"])
+
+
 def input_lengths(dataset: Any, feature: str) -> list[int]:
     """Length of ``feature`` (a list column such as ``input_ids``) per row, in dataset order.
 
@@ -770,21 +785,17 @@ class SpeedTrainerMixin:
         return loss
 
     def _packed(self, model, inputs):
-        """This batch packed in the layout the first packable batch was checked with; the check
-        runs on that batch, and a failed one turns packing off for the run (recorded)."""
+        """This batch packed (:func:`pack_after_check`); a failed check turns packing off for the
+        run, with the reason recorded."""
         plan = self.speed
-        if plan.pack_check is None:
-            check = check_packing(model, inputs)
-            if check["ok"] is None:
-                return None  # not packable: the next batch is checked
+        check, packed = pack_after_check(model, inputs, plan.pack_check)
+        if check is not None and plan.pack_check is None:
             plan.pack_check = check
             if not check["ok"]:
                 plan.pack_batches = False
                 plan.why["pack_batches"] = ("off: packed rows changed this model's outputs on "
                                             "the first batch (" + check["why"] + ")")
-                return None
-        return packed_batch(inputs, position_start=plan.pack_check["position_start"],
-                            mask=plan.pack_check["mask"])
+        return packed
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation batches packed like training batches (their logits put back into the padded
