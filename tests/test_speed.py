@@ -214,14 +214,6 @@ def test_packed_batch_gives_the_loss_and_gradient_of_the_padded_batch():
     assert bool((packed["labels"][~real] == -100).all())  # padding scores nothing
     assert packed["attention_mask"].shape == (len(packed["input_ids"]), 1, tokens // len(
         packed["input_ids"]), tokens // len(packed["input_ids"]))
-    model.eval()  # evaluation: the packed logits, put back, are the padded batch's
-    with torch.no_grad():
-        padded_logits = model(**batch).logits
-        back = speed.unpack_logits(model(**packed).logits, where, batch["attention_mask"].shape)
-    kept = batch["attention_mask"].bool()
-    torch.testing.assert_close(back[kept], padded_logits[kept], rtol=1e-4, atol=1e-5)
-    assert bool((back[~kept] == 0).all())
-    model.train()
     loss = model(**packed).loss
     assert float(loss.detach()) == pytest.approx(float(whole.detach()), rel=1e-5)
     loss.backward()
@@ -412,9 +404,6 @@ def test_packed_ner_steps_train_exactly_like_padded_batches(varied_ner_recipe, w
     assert counts["computed_tokens"] < 0.8 * counts["padded_tokens"]
     assert not off["pack_batches"] and off["why"]["pack_batches"] == "recipe: pack_batches false"
     assert off["split_counts"]["packed"] == 0
-    evaluation = on["eval_counts"]  # evaluation batches packed too, logits put back in place
-    assert evaluation["packed"] >= 1, evaluation
-    assert evaluation["computed_tokens"] < evaluation["padded_tokens"]
     assert len(_losses(plain)) == 4
     assert _losses(packed) == pytest.approx(_losses(plain), rel=1e-4)
     for key, value in plain.metrics["test"].items():

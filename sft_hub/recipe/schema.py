@@ -192,11 +192,10 @@ class TrainingExtras(Strict):
         "packed and length-split training steps, length-sorted evaluation, device-sized evaluation batch, "
         "DataLoader workers, channels_last); the plain Trainer settings run", json_schema_extra=hub(HUB_ANY))
     pack_batches: Optional[bool] = Field(
-        None, description="lay each training and evaluation batch's rows end to end in a few "
-        "rows, each attending only to itself and numbering its positions from the start: the "
-        "same loss, gradient and predictions with almost no padding, in one pass (default: on "
-        "for tasks with a label per token, on CPU, once the first batch shows the model's "
-        "outputs unchanged)",
+        None, description="lay each training batch's rows end to end in a few rows, each "
+        "attending only to itself and numbering its positions from the start: the same loss and "
+        "gradient with almost no padding, in one pass (default: on for tasks with a label per "
+        "token, on CPU, once the first batch shows the model's outputs unchanged)",
         json_schema_extra=hub(HUB_ANY))
     split_batches_by_length: Optional[bool] = Field(
         None, description="run each training batch as slices of similar length, each padded to "
