@@ -439,6 +439,23 @@ def length_groups(lengths: Sequence[int], slice_cost: float) -> list[list[int]]:
     return slices[::-1]
 
 
+def right_padded_lengths(inputs: dict) -> Optional[list[int]]:
+    """Each row's length in a batch of several rows padded on the right (its ``attention_mask``
+    2-D, every row its first ``length`` tokens), or None: a batch that length slices and packing
+    leave alone. Cutting left padding, or a row with holes, would shift the positions of models
+    that number tokens from the first column, or drop tokens."""
+    import torch
+
+    mask = inputs.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[0] < 2:
+        return None
+    lengths = mask.sum(1)
+    columns = torch.arange(mask.shape[1], device=mask.device)
+    if not bool((mask.bool() == (columns[None, :] < lengths[:, None])).all()):
+        return None
+    return lengths.tolist()
+
+
 def length_slices(inputs: dict, *, labels_per_token: bool,
                   slice_cost: float = SPLIT_SLICE_COST) -> Optional[list[tuple[dict, int, int]]]:
     """A padded training batch as slices of similar length: ``(inputs, scored items, tokens)``
@@ -448,15 +465,11 @@ def length_slices(inputs: dict, *, labels_per_token: bool,
     labelled tokens (not -100) with ``labels_per_token``. A slice that scores nothing is left out."""
     import torch
 
-    mask = inputs.get("attention_mask")
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[0] < 2:
+    lengths = right_padded_lengths(inputs)
+    if lengths is None:
         return None
+    mask = inputs["attention_mask"]
     rows, width = mask.shape
-    if not bool(mask[:, 0].all()):
-        # left padding (or none in some rows' first column): cutting it would shift the
-        # positions of models that number tokens from the first column, changing the outputs
-        return None
-    lengths = mask.sum(1).tolist()
     groups = length_groups(lengths, slice_cost * rows * width)
     if len(groups) < 2:
         return None
@@ -535,15 +548,11 @@ def packed_batch(inputs: dict, *, position_start: int = 0, mask: str = "bool",
     """
     import torch
 
-    attention = inputs.get("attention_mask")
-    if not isinstance(attention, torch.Tensor) or attention.dim() != 2 or attention.shape[0] < 2:
+    lengths = right_padded_lengths(inputs)
+    if lengths is None:
         return None
+    attention = inputs["attention_mask"]
     rows, width = attention.shape
-    lengths_t = attention.sum(1)
-    lengths = lengths_t.tolist()
-    columns = torch.arange(width, device=attention.device)
-    if not bool((attention.bool() == (columns[None, :] < lengths_t[:, None])).all()):
-        return None  # left padding, or holes: each row must be its first `length` tokens
     per_token = {}
     for key, value in inputs.items():
         if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == rows:
@@ -639,21 +648,6 @@ def check_packing(model: Any, inputs: dict) -> dict[str, Any]:
         for module, training in modes:
             module.training = training
     return {"ok": False, "why": "; ".join(tried)}
-
-
-def pack_after_check(model: Any, inputs: dict, check: Optional[dict[str, Any]]
-                     ) -> tuple[Optional[dict[str, Any]], Optional[tuple[dict, Any, int]]]:
-    """``(check, packed)`` for one batch of a run that packs: the first packable batch is checked
-    (:func:`check_packing`; ``check`` None: not yet), every batch after a passed check is packed in
-    the layout found. ``packed`` is None when the check failed or this batch does not pack."""
-    if check is None:
-        found = check_packing(model, inputs)
-        if found["ok"] is None:
-            return None, None  # not packable: the next batch is checked
-        check = found
-    if not check["ok"]:
-        return check, None
-    return check, packed_batch(inputs, position_start=check["position_start"], mask=check["mask"])
 
 
 def input_lengths(dataset: Any, feature: str) -> list[int]:
@@ -768,17 +762,22 @@ class SpeedTrainerMixin:
         return loss
 
     def _packed(self, model, inputs):
-        """This batch packed (:func:`pack_after_check`); a failed check turns packing off for the
-        run, with the reason recorded."""
+        """This batch packed in the layout the first packable batch was checked with
+        (:func:`check_packing`); a failed check turns packing off for the run, with the reason
+        recorded. None: this batch is not packed."""
         plan = self.speed
-        check, packed = pack_after_check(model, inputs, plan.pack_check)
-        if check is not None and plan.pack_check is None:
+        if plan.pack_check is None:
+            check = check_packing(model, inputs)
+            if check["ok"] is None:
+                return None  # not packable: the next batch is checked
             plan.pack_check = check
             if not check["ok"]:
                 plan.pack_batches = False
                 plan.why["pack_batches"] = ("off: packed rows changed this model's outputs on "
                                             "the first batch (" + check["why"] + ")")
-        return packed
+                return None
+        return packed_batch(inputs, position_start=plan.pack_check["position_start"],
+                            mask=plan.pack_check["mask"])
 
     def _get_eval_sampler(self, eval_dataset):
         if self.speed is not None and self.args.train_sampling_strategy == "group_by_length":

@@ -172,6 +172,10 @@ def test_length_slices_leave_alone_what_they_cannot_cut():
                                labels_per_token=False) is None  # no mask: lengths unknown
     left = _padded_batch(False, left=True)  # cutting left padding would move BERT's positions
     assert speed.length_slices(left, labels_per_token=False) is None
+    holes = {**batch, "attention_mask": batch["attention_mask"].clone()}
+    holes["attention_mask"][0, 1] = 0  # a row with a hole: cutting to its length drops a token
+    assert speed.length_slices(holes, labels_per_token=False) is None
+    assert speed.packed_batch({**holes, "labels": holes["input_ids"]}) is None
     same = {k: v[:, :10] if v.dim() == 2 else v for k, v in batch.items()}
     same["attention_mask"] = torch.ones_like(same["attention_mask"])
     assert speed.length_slices(same, labels_per_token=False) is None  # nothing to gain
